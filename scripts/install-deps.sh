@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building and testing need, skipping those present.
+# Usage: scripts/install-deps.sh [--wasm] [--browser]
+#   --wasm     also install Emscripten and Node.js for the WebAssembly build
+#   --browser  also install Chromium for the browser test
+set -euo pipefail
+
+packages=(cmake g++ make pkg-config libeigen3-dev libxsimd-dev libstb-dev libomp-dev doctest-dev nlohmann-json3-dev)
+for arg in "$@"; do
+  case "$arg" in
+    --wasm) packages+=(emscripten nodejs npm) ;;
+    --browser) packages+=(chromium) ;;
+    *) echo "install-deps.sh: unknown option $arg (expected --wasm or --browser)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+echo "Installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

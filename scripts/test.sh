@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the library's tools and tests in Release mode and runs every test; then builds
+# the bad-input tests with AddressSanitizer and UndefinedBehaviorSanitizer and runs them.
+# Reference data is read from ../shared/golden or $BLIP_GOLDEN_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc 2>/dev/null || echo 2)
+scripts/install-deps.sh
+
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release
+cmake --build build/release -j "$jobs"
+ctest --test-dir build/release --output-on-failure -j "$jobs"
+
+# Sanitizer build: only the suites that feed bad input to the parsers and decoders.
+sanitized_tests="test_gguf|test_image|test_checkpoint|test_convert|test_bad_input"
+cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLIP_SANITIZE=ON
+targets=$(ls tests/ | sed -n 's/^\(test_[a-z0-9_]*\)\.cpp$/\1/p' | grep -E "^(${sanitized_tests})$" || true)
+for target in $targets; do
+  cmake --build build/sanitize -j "$jobs" --target "$target"
+done
+ctest --test-dir build/sanitize --output-on-failure -R "^(${sanitized_tests})$"
