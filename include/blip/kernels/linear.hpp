@@ -1,0 +1,75 @@
+// Fully connected layer y = x W^T + b, the product behind every nn.Linear of the model.
+// f32 weights run through Eigen straight from the mapped file; other stored types go to
+// the quantized kernels.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "blip/core/dtype.hpp"
+#include "blip/core/error.hpp"
+#include "blip/core/parallel.hpp"
+#include "blip/gguf/reader.hpp"
+#include "blip/kernels/eigen.hpp"
+
+namespace blip::kernels {
+
+// Output features per task. Fixed, so that tile boundaries and therefore every sum's
+// order do not depend on the thread count.
+inline constexpr std::int64_t kLinearTile = 128;
+
+// y[rows, out] = x[rows, in] * w[out, in]^T + bias[out], all f32 and row-major; `bias` may
+// be null. `y` must not overlap `x`.
+inline void linear_f32(const float* w, const float* bias, std::int64_t out_features, std::int64_t in_features,
+                       const float* x, std::int64_t rows, float* y) {
+    if (rows <= 0 || out_features <= 0) return;
+    detail::keep_eigen_serial();
+    const std::int64_t tiles = tile_count(out_features, kLinearTile);
+    parallel_for(tiles, [&](std::int64_t tile, int) {
+        const std::int64_t first = tile * kLinearTile;
+        const std::int64_t count = std::min(kLinearTile, out_features - first);
+        detail::ConstMatrixMap weights(w + first * in_features, count, in_features, Eigen::OuterStride<>(in_features));
+        if (rows == 1) {
+            // One row: a matrix-vector product, one dot product per output feature.
+            Eigen::Map<const Eigen::VectorXf> input(x, in_features);
+            Eigen::Map<Eigen::VectorXf> output(y + first, count);
+            output.noalias() = weights * input;
+            if (bias) output += Eigen::Map<const Eigen::VectorXf>(bias + first, count);
+            return;
+        }
+        detail::ConstMatrixMap input(x, rows, in_features, Eigen::OuterStride<>(in_features));
+        detail::MatrixMap output(y + first, rows, count, Eigen::OuterStride<>(out_features));
+        output.noalias() = input * weights.transpose();
+        if (bias) {
+            const Eigen::Map<const Eigen::RowVectorXf> b(bias + first, count);
+            output.rowwise() += b;
+        }
+    });
+}
+
+// Whether linear() can multiply weights stored as `type`.
+inline bool linear_supports(DType type) {
+    // TODO: when blip/quant/gemm.hpp lands, return true for the types quant::gemm handles.
+    return type == DType::F32;
+}
+
+// y = x W^T + b for a weight `weight` of shape [out_features, in_features] (any shape with
+// that many elements, such as the 4-D patch convolution) stored in any supported type.
+inline void linear(const gguf::TensorInfo& weight, const float* bias, std::int64_t out_features,
+                   std::int64_t in_features, const float* x, std::int64_t rows, float* y) {
+    if (weight.numel() != out_features * in_features)
+        throw Error("linear: weight " + weight.name + " of shape " + gguf::shape_string(weight.shape) +
+                    " does not have " + std::to_string(out_features) + " x " + std::to_string(in_features) +
+                    " elements");
+    if (weight.data == nullptr) throw Error("linear: weight " + weight.name + " has no data");
+    if (weight.type == DType::F32) {
+        linear_f32(weight.f32(), bias, out_features, in_features, x, rows, y);
+        return;
+    }
+    // Quantized and 16-bit weights: wire blip::quant::gemm(type, weights, out_features,
+    // in_features, x, rows, y) in here, then add `bias` to every row of y.
+    throw Error(weight.name + ": weight type " + std::string(dtype_name(weight.type)) +
+                " is not supported (store this tensor as f32)");
+}
+
+}  // namespace blip::kernels
