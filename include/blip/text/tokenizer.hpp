@@ -94,6 +94,9 @@ inline std::vector<std::u32string> split_python_whitespace(std::u32string_view t
     return words;
 }
 
+// NOTE: transformers lowercases whole words here with str.lower(), which maps a word-final
+// capital sigma to U+03C2. Only a capital sigma inside a special token's text can reach this
+// step (every other character was lowercased one by one before), and it becomes U+03C3 here.
 inline std::u32string to_lower(std::u32string_view text) {
     std::u32string out;
     out.reserve(text.size());
