@@ -93,9 +93,16 @@ public:
         std::FILE* file = std::fopen(temporary.c_str(), "wb");
         if (!file) throw Error(temporary + ": cannot create: " + std::strerror(errno));
         bool written = true;
-        emit([&](const void* data, std::size_t size) {
-            if (written && size > 0) written = std::fwrite(data, 1, size, file) == size;
-        });
+        try {
+            emit([&](const void* data, std::size_t size) {
+                if (written && size > 0) written = std::fwrite(data, 1, size, file) == size;
+            });
+        } catch (...) {
+            // Encoding can run out of memory; the partial temporary file must not stay behind.
+            std::fclose(file);
+            std::remove(temporary.c_str());
+            throw;
+        }
         const bool flushed = std::fflush(file) == 0;
         const bool closed = std::fclose(file) == 0;
         if (!written || !flushed || !closed) {
