@@ -1,0 +1,408 @@
+// Kernel bodies shared by the Avx2, Avx512 and Avx512Vnni levels. This file has no include
+// guard because dot_avx2.hpp and dot_avx512.hpp include it once per level. Before each
+// inclusion they define these macros:
+//   BLIP_QUANT_TARGET: the function attribute naming the instruction sets.
+//   BLIP_QUANT_NAMESPACE: the namespace for that level's copies.
+//   BLIP_QUANT_VNNI: 1 to use AVX-512 VNNI for the signed 8-bit dot products.
+//   BLIP_QUANT_ZMM: 1 to use 512-bit registers for the f32 path.
+// The integer kernels work on 256-bit registers at every level.
+//
+// Requires <immintrin.h>, operands.hpp and kernels.hpp.
+
+namespace blip::quant::detail::BLIP_QUANT_NAMESPACE {
+
+// ----- activation quantization ---------------------------------------------------------------
+
+// Quantizes `count` (a multiple of 32) values as quantize_activation_block_scalar does.
+BLIP_QUANT_TARGET inline void quantize_activation_block(const float* x, int count, std::int8_t* q, float& d) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 largest = _mm256_set1_ps(FLT_MAX);
+    __m256 amax = _mm256_setzero_ps();
+    __m256 finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    for (int i = 0; i < count; i += 8) {
+        const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i));
+        amax = _mm256_max_ps(amax, a);
+        finite = _mm256_and_ps(finite, _mm256_cmp_ps(a, largest, _CMP_LE_OQ));
+    }
+    if (_mm256_movemask_ps(finite) != 0xFF) {
+        d = NAN;
+        std::memset(q, 0, static_cast<std::size_t>(count));
+        return;
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    const float id = activation_inverse_scale(_mm_cvtss_f32(m), d);
+    const __m256 scale = _mm256_set1_ps(id);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int i = 0; i < count; i += 32) {
+        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), scale));
+        const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), scale));
+        const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), scale));
+        const __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), scale));
+        // The packs work per 128-bit lane; the permutation restores element order.
+        const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_permutevar8x32_epi32(packed, order));
+    }
+}
+
+BLIP_QUANT_TARGET inline void quantize_act32(const float* x, std::int64_t count, std::int8_t* q, float* d,
+                                             float* sum) {
+    for (std::int64_t b = 0; b < count / kActBlock32; ++b) {
+        std::int8_t* qb = q + b * kActBlock32;
+        quantize_activation_block(x + b * kActBlock32, kActBlock32, qb, d[b]);
+        int total = 0;
+        for (int i = 0; i < kActBlock32; ++i) total += qb[i];
+        sum[b] = d[b] * static_cast<float>(total);
+    }
+}
+
+BLIP_QUANT_TARGET inline void quantize_act256(const float* x, std::int64_t count, std::int8_t* q, float* d,
+                                              std::int16_t* group_sum) {
+    for (std::int64_t b = 0; b < count / kActBlock256; ++b) {
+        std::int8_t* qb = q + b * kActBlock256;
+        quantize_activation_block(x + b * kActBlock256, kActBlock256, qb, d[b]);
+        for (int g = 0; g < kActBlock256 / kActSumGroup; ++g) {
+            int total = 0;
+            for (int i = 0; i < kActSumGroup; ++i) total += qb[g * kActSumGroup + i];
+            group_sum[b * (kActBlock256 / kActSumGroup) + g] = static_cast<std::int16_t>(total);
+        }
+    }
+}
+
+// ----- weight decoders -----------------------------------------------------------------------
+
+BLIP_QUANT_TARGET inline float half_to_float(std::uint16_t h) { return _cvtsh_ss(h); }
+
+// Splits 16 bytes into 32 values: low nibbles first, then high nibbles, each minus `bias`.
+BLIP_QUANT_TARGET inline __m256i unpack_nibbles16(const std::uint8_t* packed, int bias) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m256i both = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask));
+    return _mm256_sub_epi8(both, _mm256_set1_epi8(static_cast<char>(bias)));
+}
+
+BLIP_QUANT_TARGET inline void decode_q8_0(const BlockQ8_0* w, std::int64_t blocks, std::int8_t* q, float* scale) {
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        scale[b] = half_to_float(w[b].d);
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQK8_0), v);
+    }
+}
+
+BLIP_QUANT_TARGET inline void decode_q4_0(const BlockQ4_0* w, std::int64_t blocks, std::int8_t* q, float* scale) {
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        scale[b] = half_to_float(w[b].d);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQK4_0), unpack_nibbles16(w[b].qs, 8));
+    }
+}
+
+BLIP_QUANT_TARGET inline void decode_q4_1(const BlockQ4_1* w, std::int64_t blocks, std::int8_t* q, float* scale,
+                                          float* min) {
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        scale[b] = half_to_float(w[b].d);
+        min[b] = half_to_float(w[b].m);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQK4_1), unpack_nibbles16(w[b].qs, 0));
+    }
+}
+
+BLIP_QUANT_TARGET inline void decode_q4_k(const BlockQ4_K* w, std::int64_t blocks, std::uint8_t* q,
+                                          std::int16_t* scale, std::int16_t* min, float* d, float* dmin) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    for (std::int64_t s = 0; s < blocks; ++s) {
+        decode_k4_metadata(w[s], scale + 16 * s, min + 8 * s, d[s], dmin[s]);
+        std::uint8_t* out = q + s * kQK_K;
+        for (int c = 0; c < 4; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[s].qs + 32 * c));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * c), _mm256_and_si256(v, mask));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * c + 32),
+                                _mm256_and_si256(_mm256_srli_epi16(v, 4), mask));
+        }
+    }
+}
+
+BLIP_QUANT_TARGET inline void decode_q5_k(const BlockQ5_K* w, std::int64_t blocks, std::uint8_t* q,
+                                          std::int16_t* scale, std::int16_t* min, float* d, float* dmin) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    const __m256i one = _mm256_set1_epi8(1);
+    for (std::int64_t s = 0; s < blocks; ++s) {
+        decode_k4_metadata(w[s], scale + 16 * s, min + 8 * s, d[s], dmin[s]);
+        std::uint8_t* out = q + s * kQK_K;
+        const __m256i high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[s].qh));
+        for (int c = 0; c < 4; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[s].qs + 32 * c));
+            // Shifting 16-bit lanes and masking each byte to one bit picks bit 2c (2c + 1) of every byte.
+            const __m256i bit_low = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * c)), one);
+            const __m256i bit_high = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * c + 1)), one);
+            const __m256i low = _mm256_or_si256(_mm256_and_si256(v, mask), _mm256_slli_epi16(bit_low, 4));
+            const __m256i upper = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask),
+                                                  _mm256_slli_epi16(bit_high, 4));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * c), low);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * c + 32), upper);
+        }
+    }
+}
+
+// Bits shift..shift + 1 of every byte of `high`, moved to bits 4..5.
+BLIP_QUANT_TARGET inline __m256i q6_high_bits(__m256i high, int shift) {
+    const __m256i bits = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(shift)), _mm256_set1_epi8(0x03));
+    return _mm256_slli_epi16(bits, 4);
+}
+
+BLIP_QUANT_TARGET inline void decode_q6_k(const BlockQ6_K* w, std::int64_t blocks, std::uint8_t* q,
+                                          std::int16_t* scale, float* d) {
+    const __m256i mask4 = _mm256_set1_epi8(0x0F);
+    for (std::int64_t s = 0; s < blocks; ++s) {
+        decode_q6_k_metadata(w[s], scale + 16 * s, d[s]);
+        for (int half = 0; half < 2; ++half) {
+            const std::uint8_t* ql = w[s].ql + 64 * half;
+            const __m256i low0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+            const __m256i low1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+            const __m256i high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[s].qh + 32 * half));
+            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(low0, mask4), q6_high_bits(high, 0));
+            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(low1, mask4), q6_high_bits(high, 2));
+            const __m256i q2 =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low0, 4), mask4), q6_high_bits(high, 4));
+            const __m256i q3 =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low1, 4), mask4), q6_high_bits(high, 6));
+            std::uint8_t* out = q + s * kQK_K + 128 * half;
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), q0);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32), q1);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64), q2);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 96), q3);
+        }
+    }
+}
+
+BLIP_QUANT_TARGET inline void decode_f16(const std::uint16_t* w, std::int64_t count, float* out) {
+    std::int64_t k = 0;
+#if BLIP_QUANT_ZMM
+    for (; k + 16 <= count; k += 16) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
+        // The masked form avoids GCC 12's uninitialized-value warning in _mm512_cvtph_ps.
+        _mm512_storeu_ps(out + k, _mm512_maskz_cvtph_ps(0xFFFF, h));
+    }
+#endif
+    for (; k + 8 <= count; k += 8) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k));
+        _mm256_storeu_ps(out + k, _mm256_cvtph_ps(h));
+    }
+    for (; k < count; ++k) out[k] = half_to_float(w[k]);
+}
+
+BLIP_QUANT_TARGET inline void decode_bf16(const std::uint16_t* w, std::int64_t count, float* out) {
+    std::int64_t k = 0;
+    for (; k + 8 <= count; k += 8) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k));
+        const __m256i wide = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(out + k, _mm256_castsi256_ps(wide));
+    }
+    for (; k < count; ++k) out[k] = bf16_to_fp32(w[k]);
+}
+
+// ----- integer dot products ------------------------------------------------------------------
+
+// Computes per-lane sums of products of 32 signed weights with 32 activations in [-127, 127].
+// `wabs` is |w| and `x` already carries the sign of w. Each 32-bit lane sums four products.
+BLIP_QUANT_TARGET inline __m256i dot_signed_lanes(__m256i wabs, __m256i x) {
+#if BLIP_QUANT_VNNI
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, x);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, x), _mm256_set1_epi16(1));
+#endif
+}
+
+template <int Rows>
+BLIP_QUANT_TARGET inline void dot_block32_rows(const Block32Row& w, const Act32Row* x, std::int64_t blocks,
+                                               float* out) {
+    // acc[r][0] contains accumulator lanes 0..3, acc[r][1] lanes 4..7. Blocks go four at a time
+    // into the half that matches b % 8.
+    __m256d acc[Rows][2];
+    for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_pd();
+    std::int64_t b = 0;
+    for (; b + 4 <= blocks; b += 4) {
+        const int half = static_cast<int>(b % kLanes) / 4;
+        __m256i wv[4];
+        __m256i wabs[4];
+        for (int k = 0; k < 4; ++k) {
+            wv[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q + (b + k) * 32));
+            wabs[k] = _mm256_abs_epi8(wv[k]);
+        }
+        const __m128 wscale = _mm_loadu_ps(w.scale + b);
+        for (int r = 0; r < Rows; ++r) {
+            __m256i partial[4];
+            for (int k = 0; k < 4; ++k) {
+                const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r].q + (b + k) * 32));
+                partial[k] = dot_signed_lanes(wabs[k], _mm256_sign_epi8(xv, wv[k]));
+            }
+            // Two rounds of pairwise adds leave block k's sum split over lane k of both halves.
+            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(partial[0], partial[1]),
+                                                _mm256_hadd_epi32(partial[2], partial[3]));
+            const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            const __m256d scale = _mm256_cvtps_pd(_mm_mul_ps(wscale, _mm_loadu_ps(x[r].d + b)));
+            acc[r][half] = _mm256_add_pd(acc[r][half], _mm256_mul_pd(scale, _mm256_cvtepi32_pd(sums)));
+            if (w.min != nullptr) {
+                const __m256d wmin = _mm256_cvtps_pd(_mm_loadu_ps(w.min + b));
+                const __m256d xsum = _mm256_cvtps_pd(_mm_loadu_ps(x[r].sum + b));
+                acc[r][half] = _mm256_add_pd(acc[r][half], _mm256_mul_pd(wmin, xsum));
+            }
+        }
+    }
+    for (int r = 0; r < Rows; ++r) {
+        double lanes[kLanes];
+        _mm256_storeu_pd(lanes, acc[r][0]);
+        _mm256_storeu_pd(lanes + 4, acc[r][1]);
+        for (std::int64_t t = b; t < blocks; ++t) {
+            accumulate_block32(w, x[r], t, dot_i8_scalar(w.q + t * 32, x[r].q + t * 32, 32), lanes);
+        }
+        out[r] = reduce_lanes(lanes);
+    }
+}
+
+BLIP_QUANT_TARGET inline void dot_block32(const Block32Row& w, const Act32Row* x, int rows, std::int64_t blocks,
+                                          float* out) {
+    switch (rows) {
+        case 1: dot_block32_rows<1>(w, x, blocks, out); break;
+        case 2: dot_block32_rows<2>(w, x, blocks, out); break;
+        case 3: dot_block32_rows<3>(w, x, blocks, out); break;
+        default: dot_block32_rows<4>(w, x, blocks, out); break;
+    }
+}
+
+BLIP_QUANT_TARGET inline std::int32_t sum_lanes_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+template <int Rows>
+BLIP_QUANT_TARGET inline void dot_super256_rows(const Super256Row& w, const Act256Row* x, std::int64_t blocks,
+                                                float* out) {
+    // Broadcasting the 4 bytes of scales g, g + 1 and shuffling gives scale g in the low
+    // 128-bit lane and scale g + 1 in the high lane, matching the two 16-element halves of a chunk.
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    double lanes[Rows][kLanes] = {};
+    for (std::int64_t s = 0; s < blocks; ++s) {
+        __m256i acc[Rows];
+        for (int r = 0; r < Rows; ++r) acc[r] = _mm256_setzero_si256();
+        for (int c = 0; c < 8; ++c) {
+            const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q + s * kQK_K + 32 * c));
+            std::int32_t pair;
+            std::memcpy(&pair, w.scale + 16 * s + 2 * c, sizeof(pair));
+            const __m256i scale = _mm256_shuffle_epi8(_mm256_set1_epi32(pair), spread);
+            for (int r = 0; r < Rows; ++r) {
+                const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r].q + s * kQK_K + 32 * c));
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), scale));
+            }
+        }
+        for (int r = 0; r < Rows; ++r) lanes[r][s % kLanes] += super256_term(w, x[r], s, sum_lanes_epi32(acc[r]));
+    }
+    for (int r = 0; r < Rows; ++r) out[r] = reduce_lanes(lanes[r]);
+}
+
+BLIP_QUANT_TARGET inline void dot_super256(const Super256Row& w, const Act256Row* x, int rows, std::int64_t blocks,
+                                           float* out) {
+    switch (rows) {
+        case 1: dot_super256_rows<1>(w, x, blocks, out); break;
+        case 2: dot_super256_rows<2>(w, x, blocks, out); break;
+        case 3: dot_super256_rows<3>(w, x, blocks, out); break;
+        default: dot_super256_rows<4>(w, x, blocks, out); break;
+    }
+}
+
+// ----- f32 dot products ----------------------------------------------------------------------
+
+BLIP_QUANT_TARGET inline float sum_lanes_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+template <int Rows>
+BLIP_QUANT_TARGET inline void dot_f32_rows(const float* w, const float* const* x, std::int64_t count, float* out) {
+    std::int64_t k = 0;
+#if BLIP_QUANT_ZMM
+    __m512 acc[Rows][2];
+    for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (; k + 32 <= count; k += 32) {
+        const __m512 w0 = _mm512_loadu_ps(w + k);
+        const __m512 w1 = _mm512_loadu_ps(w + k + 16);
+        for (int r = 0; r < Rows; ++r) {
+            acc[r][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[r] + k), acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[r] + k + 16), acc[r][1]);
+        }
+    }
+    if (k < count) {
+        // Up to 31 remaining elements, in at most two masked steps.
+        for (int step = 0; step < 2 && k < count; ++step, k += 16) {
+            const std::int64_t left = count - k;
+            const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                              : static_cast<__mmask16>((1u << left) - 1u);
+            const __m512 wv = _mm512_maskz_loadu_ps(mask, w + k);
+            for (int r = 0; r < Rows; ++r) {
+                acc[r][step] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, x[r] + k), acc[r][step]);
+            }
+        }
+    }
+    for (int r = 0; r < Rows; ++r) {
+        const __m512 total = _mm512_add_ps(acc[r][0], acc[r][1]);
+        // Masked extracts: GCC 12's _mm512_castps512_ps256 warns about an uninitialized value.
+        const __m512d halves = _mm512_castps_pd(total);
+        const __m256 low = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, halves, 0));
+        const __m256 high = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, halves, 1));
+        out[r] = sum_lanes_ps(_mm256_add_ps(low, high));
+    }
+#else
+    __m256 acc[Rows][2];
+    for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (; k + 16 <= count; k += 16) {
+        const __m256 w0 = _mm256_loadu_ps(w + k);
+        const __m256 w1 = _mm256_loadu_ps(w + k + 8);
+        for (int r = 0; r < Rows; ++r) {
+            acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[r] + k), acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[r] + k + 8), acc[r][1]);
+        }
+    }
+    for (; k + 8 <= count; k += 8) {
+        const __m256 wv = _mm256_loadu_ps(w + k);
+        for (int r = 0; r < Rows; ++r) acc[r][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[r] + k), acc[r][0]);
+    }
+    for (int r = 0; r < Rows; ++r) {
+        float total = sum_lanes_ps(_mm256_add_ps(acc[r][0], acc[r][1]));
+        for (std::int64_t t = k; t < count; ++t) total += w[t] * x[r][t];
+        out[r] = total;
+    }
+#endif
+}
+
+BLIP_QUANT_TARGET inline void dot_f32(const float* w, const float* const* x, int rows, std::int64_t count,
+                                      float* out) {
+    switch (rows) {
+        case 1: dot_f32_rows<1>(w, x, count, out); break;
+        case 2: dot_f32_rows<2>(w, x, count, out); break;
+        case 3: dot_f32_rows<3>(w, x, count, out); break;
+        default: dot_f32_rows<4>(w, x, count, out); break;
+    }
+}
+
+// Installs this level's kernels.
+inline void install(KernelTable& table) {
+    table.quantize_act32 = quantize_act32;
+    table.quantize_act256 = quantize_act256;
+    table.decode_q8_0 = decode_q8_0;
+    table.decode_q4_0 = decode_q4_0;
+    table.decode_q4_1 = decode_q4_1;
+    table.decode_q4_k = decode_q4_k;
+    table.decode_q5_k = decode_q5_k;
+    table.decode_q6_k = decode_q6_k;
+    table.decode_f16 = decode_f16;
+    table.decode_bf16 = decode_bf16;
+    table.dot_block32 = dot_block32;
+    table.dot_super256 = dot_super256;
+    table.dot_f32 = dot_f32;
+}
+
+}  // namespace blip::quant::detail::BLIP_QUANT_NAMESPACE
