@@ -69,12 +69,15 @@ std::vector<double> reference_linear(const std::vector<float>& w, const std::vec
 
 // An attention problem with strided rows, a padding mask and a causal offset.
 struct AttentionCase {
-    std::int64_t heads = 3, head_dim = 8, query_rows = 20, key_rows = 23;
-    std::int64_t stride = 3 * 8 + 5;  // rows wider than heads * head_dim
+    std::int64_t heads, head_dim, query_rows, key_rows;
+    std::int64_t stride;  // rows wider than heads * head_dim
     std::int64_t causal_offset = 3;
     std::vector<float> query, key, value, bias;
 
-    AttentionCase() {
+    AttentionCase(std::int64_t heads_ = 3, std::int64_t head_dim_ = 8, std::int64_t query_rows_ = 20,
+                  std::int64_t key_rows_ = 23)
+        : heads(heads_), head_dim(head_dim_), query_rows(query_rows_), key_rows(key_rows_),
+          stride(heads_ * head_dim_ + 5) {
         query = random_values(static_cast<std::size_t>(query_rows * stride), 11, 2.0f);
         key = random_values(static_cast<std::size_t>(key_rows * stride), 12, 2.0f);
         value = random_values(static_cast<std::size_t>(key_rows * stride), 13);
@@ -155,23 +158,44 @@ TEST_CASE("linear without bias") {
     CHECK(max_abs_difference(y, reference_linear(w, zero, out, in, x, rows)) < 1e-6);
 }
 
-TEST_CASE("linear rejects mismatched or unsupported weights") {
+TEST_CASE("linear rejects mismatched weights") {
     const std::vector<float> w(12, 1.0f);
     const std::vector<float> x(4, 1.0f);
     std::vector<float> y(3);
     auto weight = f32_weight(w, 3, 4);
     CHECK_THROWS_AS(blip::kernels::linear(weight, nullptr, 4, 4, x.data(), 1, y.data()), blip::Error);
+}
 
-    const std::vector<std::uint8_t> q8(34 * 3, 0);
-    blip::gguf::TensorInfo quantized;
-    quantized.name = "layer.weight";
-    quantized.type = blip::DType::Q8_0;
-    quantized.shape = {3, 32};
-    quantized.data = q8.data();
-    quantized.nbytes = q8.size();
-    const std::vector<float> x32(32, 1.0f);
-    if (!blip::kernels::linear_supports(blip::DType::Q8_0))
-        CHECK_THROWS_AS(blip::kernels::linear(quantized, nullptr, 3, 32, x32.data(), 1, y.data()), blip::Error);
+TEST_CASE("linear with f16 weights adds bias") {
+    const std::int64_t out = 5, in = 8, rows = 3;
+    const auto w = random_values(static_cast<std::size_t>(out * in), 31);
+    const auto bias = random_values(static_cast<std::size_t>(out), 32);
+    const auto x = random_values(static_cast<std::size_t>(rows * in), 33);
+    // The reference multiplies the f16-rounded weights.
+    std::vector<float> rounded(w.size());
+    std::vector<std::uint8_t> half(w.size() * 2);
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        const std::uint16_t bits = blip::quant::fp32_to_fp16(w[i]);
+        std::memcpy(half.data() + 2 * i, &bits, 2);
+        rounded[i] = blip::quant::fp16_to_fp32(bits);
+    }
+    blip::gguf::TensorInfo weight;
+    weight.name = "test.weight";
+    weight.type = blip::DType::F16;
+    weight.shape = {out, in};
+    weight.data = half.data();
+    weight.nbytes = half.size();
+    REQUIRE(blip::kernels::linear_supports(blip::DType::F16, in));
+    std::vector<float> y(static_cast<std::size_t>(rows * out));
+    blip::kernels::linear(weight, bias.data(), out, in, x.data(), rows, y.data());
+    CHECK(max_abs_difference(y, reference_linear(rounded, bias, out, in, x, rows)) < 1e-5);
+}
+
+TEST_CASE("linear rejects partial quantized blocks") {
+    // q8_0 rows are whole blocks of 32 elements, so rows of 16 cannot be stored.
+    CHECK_FALSE(blip::kernels::linear_supports(blip::DType::Q8_0, 16));
+    CHECK(blip::kernels::linear_supports(blip::DType::Q8_0, 64));
+    CHECK_FALSE(blip::kernels::linear_supports(blip::DType::I32, 64));
 }
 
 TEST_CASE("layer_norm matches double reference") {
@@ -261,23 +285,29 @@ TEST_CASE("attention rejects too small scratch") {
 
 TEST_CASE("kernels are bit-identical for 1 and 2 threads") {
     ThreadCountGuard guard;
-    const std::int64_t out = 700, in = 96, rows = 17;
+    // Sizes large enough that every kernel uses two threads when allowed.
+    const std::int64_t out = 16384, in = 256, rows = 64;
+    REQUIRE(rows * 700 * in >= 2 * blip::kMinWorkPerThread);
+    REQUIRE(out * in >= 2 * blip::kMinWorkPerThread);
     const auto w = random_values(static_cast<std::size_t>(out * in), 21);
     const auto bias = random_values(static_cast<std::size_t>(out), 22);
     const auto x = random_values(static_cast<std::size_t>(rows * in), 23);
-    const AttentionCase problem;
+    const AttentionCase problem(4, 64, 70, 300);
+    REQUIRE(blip::kernels::attention_threads(problem.args(nullptr, blip::kernels::ScoreScaling::DivideBySqrt)) >=
+            std::min(2, blip::num_threads()));
 
     std::vector<float> results[2][4];
     for (int threads : {1, 2}) {
         blip::set_num_threads(threads);
         auto& result = results[threads - 1];
-        for (std::int64_t r : {std::int64_t{1}, rows}) {
-            std::vector<float> y(static_cast<std::size_t>(r * out));
-            blip::kernels::linear_f32(w.data(), bias.data(), out, in, x.data(), r, y.data());
-            result[r == 1 ? 0 : 1] = y;
-        }
-        std::vector<float> normed(x.size());
-        blip::kernels::layer_norm(x.data(), rows, in, w.data(), bias.data(), 1e-12f, normed.data());
+        std::vector<float> single(static_cast<std::size_t>(out));
+        blip::kernels::linear_f32(w.data(), bias.data(), out, in, x.data(), 1, single.data());
+        result[0] = single;
+        std::vector<float> batch(static_cast<std::size_t>(rows * 700));
+        blip::kernels::linear_f32(w.data(), bias.data(), 700, in, x.data(), rows, batch.data());
+        result[1] = batch;
+        std::vector<float> normed(static_cast<std::size_t>(out * in));
+        blip::kernels::layer_norm(w.data(), out, in, x.data(), bias.data(), 1e-12f, normed.data());
         result[2] = normed;
         std::vector<float> attended(static_cast<std::size_t>(problem.query_rows * problem.heads * problem.head_dim));
         blip::kernels::attention(problem.args(attended.data(), blip::kernels::ScoreScaling::DivideBySqrt));

@@ -41,6 +41,17 @@ inline int num_threads() {
 #endif
 }
 
+// Smallest amount of work, counted in multiply-adds or similar element operations, worth
+// giving to one more thread. Below it, starting and joining threads costs more than it
+// saves, the more so when other processes compete for the cores.
+inline constexpr std::int64_t kMinWorkPerThread = std::int64_t{1} << 21;
+
+// Number of threads worth using for `work` operations: at least 1, at most num_threads().
+inline int threads_for_work(std::int64_t work) {
+    const std::int64_t useful = std::max<std::int64_t>(1, work / kMinWorkPerThread);
+    return static_cast<int>(std::min<std::int64_t>(num_threads(), useful));
+}
+
 // Calls `body(task, worker)` once for every task in [0, count), on at most `max_workers`
 // threads (0: num_threads()). `worker` is below the number of threads used, so a body can
 // index per-thread scratch with it. Tasks must be independent, and `body` must not throw,

@@ -94,6 +94,12 @@ inline void attend(const AttentionArgs& args, std::int64_t head, std::int64_t be
     output.noalias() = scores * value;
 }
 
+// Number of threads worth using for `args`: two products of head_dim multiply-adds per
+// query and key, and the softmax.
+inline std::int64_t attention_threads(const AttentionArgs& args) {
+    return threads_for_work(args.heads * args.query_rows * args.key_rows * (2 * args.head_dim + 20));
+}
+
 // Runs every head and query tile of `args` in parallel. Each worker takes
 // attention_scratch_floats(key_rows) of the `scratch_floats` floats at `scratch`, so fewer
 // workers run when the scratch is small. Throws when not even one worker fits.
@@ -114,7 +120,7 @@ inline void attention(const AttentionArgs& args, float* scratch, std::int64_t sc
             const std::int64_t end = std::min(args.query_rows, begin + kAttentionQueryTile);
             attend(args, head, begin, end, scratch + worker * per_worker);
         },
-        static_cast<int>(std::min<std::int64_t>(fitting, 1 << 16)));
+        static_cast<int>(std::min<std::int64_t>(fitting, attention_threads(args))));
 }
 
 // Same, with scratch allocated for the call.

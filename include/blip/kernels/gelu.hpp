@@ -17,10 +17,14 @@ inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811
 
 // Applies GELU in place to `count` values.
 inline void gelu_inplace(float* x, std::int64_t count) {
-    parallel_for(tile_count(count, kGeluTile), [&](std::int64_t tile, int) {
-        const std::int64_t end = std::min(count, (tile + 1) * kGeluTile);
-        for (std::int64_t i = tile * kGeluTile; i < end; ++i) x[i] = gelu(x[i]);
-    });
+    // One erf takes roughly as long as 30 multiply-adds (an estimate).
+    parallel_for(
+        tile_count(count, kGeluTile),
+        [&](std::int64_t tile, int) {
+            const std::int64_t end = std::min(count, (tile + 1) * kGeluTile);
+            for (std::int64_t i = tile * kGeluTile; i < end; ++i) x[i] = gelu(x[i]);
+        },
+        threads_for_work(30 * count));
 }
 
 }  // namespace blip::kernels

@@ -32,11 +32,14 @@ inline void layer_norm_row(const float* x, std::int64_t width, const float* gamm
 // Normalizes `rows` rows of `width` values; `y` may equal `x`.
 inline void layer_norm(const float* x, std::int64_t rows, std::int64_t width, const float* gamma, const float* beta,
                        float eps, float* y) {
-    parallel_for(tile_count(rows, kLayerNormTile), [&](std::int64_t tile, int) {
-        const std::int64_t end = std::min(rows, (tile + 1) * kLayerNormTile);
-        for (std::int64_t row = tile * kLayerNormTile; row < end; ++row)
-            layer_norm_row(x + row * width, width, gamma, beta, eps, y + row * width);
-    });
+    parallel_for(
+        tile_count(rows, kLayerNormTile),
+        [&](std::int64_t tile, int) {
+            const std::int64_t end = std::min(rows, (tile + 1) * kLayerNormTile);
+            for (std::int64_t row = tile * kLayerNormTile; row < end; ++row)
+                layer_norm_row(x + row * width, width, gamma, beta, eps, y + row * width);
+        },
+        threads_for_work(8 * rows * width));
 }
 
 }  // namespace blip::kernels

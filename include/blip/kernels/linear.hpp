@@ -1,6 +1,6 @@
 // Fully connected layer y = x W^T + b, the product behind every nn.Linear of the model.
-// f32 weights run through Eigen straight from the mapped file; other stored types go to
-// the quantized kernels.
+// f32 weights run through Eigen straight from the mapped file; 16-bit and quantized weights
+// go to blip::quant::gemm.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,8 @@
 #include "blip/core/parallel.hpp"
 #include "blip/gguf/reader.hpp"
 #include "blip/kernels/eigen.hpp"
+#include "blip/quant/gemm.hpp"
+#include "blip/quant/quantize.hpp"
 
 namespace blip::kernels {
 
@@ -25,6 +27,7 @@ inline void linear_f32(const float* w, const float* bias, std::int64_t out_featu
     if (rows <= 0 || out_features <= 0) return;
     detail::keep_eigen_serial();
     const std::int64_t tiles = tile_count(out_features, kLinearTile);
+    const int threads = threads_for_work(rows * out_features * in_features);
     parallel_for(tiles, [&](std::int64_t tile, int) {
         const std::int64_t first = tile * kLinearTile;
         const std::int64_t count = std::min(kLinearTile, out_features - first);
@@ -44,13 +47,13 @@ inline void linear_f32(const float* w, const float* bias, std::int64_t out_featu
             const Eigen::Map<const Eigen::RowVectorXf> b(bias + first, count);
             output.rowwise() += b;
         }
-    });
+    }, threads);
 }
 
-// Whether linear() can multiply weights stored as `type`.
-inline bool linear_supports(DType type) {
-    // TODO: when blip/quant/gemm.hpp lands, return true for the types quant::gemm handles.
-    return type == DType::F32;
+// Whether linear() can multiply weights stored as `type` with rows of `in_features`
+// elements (block types need whole blocks per row).
+inline bool linear_supports(DType type, std::int64_t in_features) {
+    return type == DType::F32 ? in_features > 0 : quant::row_length_supported(type, in_features);
 }
 
 // y = x W^T + b for a weight `weight` of shape [out_features, in_features] (any shape with
@@ -66,10 +69,16 @@ inline void linear(const gguf::TensorInfo& weight, const float* bias, std::int64
         linear_f32(weight.f32(), bias, out_features, in_features, x, rows, y);
         return;
     }
-    // Quantized and 16-bit weights: wire blip::quant::gemm(type, weights, out_features,
-    // in_features, x, rows, y) in here, then add `bias` to every row of y.
-    throw Error(weight.name + ": weight type " + std::string(dtype_name(weight.type)) +
-                " is not supported (store this tensor as f32)");
+    if (!linear_supports(weight.type, in_features))
+        throw Error(weight.name + ": weight type " + std::string(dtype_name(weight.type)) +
+                    " with rows of " + std::to_string(in_features) +
+                    " elements is not supported (store this tensor as f32 or f16)");
+    quant::gemm(weight.type, weight.data, out_features, in_features, x, rows, y);
+    if (bias == nullptr) return;
+    for (std::int64_t row = 0; row < rows; ++row) {
+        float* output = y + row * out_features;
+        for (std::int64_t o = 0; o < out_features; ++o) output[o] += bias[o];
+    }
 }
 
 }  // namespace blip::kernels

@@ -30,10 +30,13 @@ inline void softmax_inplace(float* x, std::int64_t count) {
 
 // Softmax of each of `rows` rows of `width` values, in place.
 inline void softmax_rows(float* x, std::int64_t rows, std::int64_t width) {
-    parallel_for(tile_count(rows, kSoftmaxTile), [&](std::int64_t tile, int) {
-        const std::int64_t end = std::min(rows, (tile + 1) * kSoftmaxTile);
-        for (std::int64_t row = tile * kSoftmaxTile; row < end; ++row) softmax_inplace(x + row * width, width);
-    });
+    parallel_for(
+        tile_count(rows, kSoftmaxTile),
+        [&](std::int64_t tile, int) {
+            const std::int64_t end = std::min(rows, (tile + 1) * kSoftmaxTile);
+            for (std::int64_t row = tile * kSoftmaxTile; row < end; ++row) softmax_inplace(x + row * width, width);
+        },
+        threads_for_work(20 * rows * width));
 }
 
 }  // namespace blip::kernels
