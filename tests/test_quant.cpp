@@ -570,6 +570,29 @@ TEST_CASE("kernel levels match scalar dot products") {
             }
         }
 
+        // Direct f16/bf16 kernels must give the bits of decoding followed by dot_f32.
+        for (DType type : {DType::F16, DType::BF16}) {
+            const auto direct = type == DType::F16 ? k.dot_f16 : k.dot_bf16;
+            if (direct == nullptr) continue;
+            for (std::int64_t count : {1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 768}) {
+                const auto w = random_normal(count, 53);
+                const auto x = random_normal(4 * count, 54);
+                const auto packed = q::quantize_rows(type, w.data(), 1, count);
+                const auto* halves = reinterpret_cast<const std::uint16_t*>(packed.data());
+                std::vector<float> widened(count);
+                (type == DType::F16 ? k.decode_f16 : k.decode_bf16)(halves, count, widened.data());
+                const float* xrows[4] = {x.data(), x.data() + count, x.data() + 2 * count, x.data() + 3 * count};
+                for (int rows = 1; rows <= 4; ++rows) {
+                    float expected[4];
+                    float got[4];
+                    k.dot_f32(widened.data(), xrows, rows, count, expected);
+                    direct(halves, xrows, rows, count, got);
+                    INFO("type " << type_name(type) << " count " << count << " rows " << rows);
+                    CHECK(std::memcmp(expected, got, rows * sizeof(float)) == 0);
+                }
+            }
+        }
+
         for (std::int64_t count : {1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 768}) {
             const auto w = random_normal(count, 51);
             const auto x = random_normal(4 * count, 52);
@@ -656,6 +679,27 @@ TEST_CASE("gemm integer results identical across levels") {
             q::gemm_at_level(level, type, packed.data(), 40, 768, x.data(), 5, got.data());
             INFO("level " << q::cpu_level_name(level) << " type " << type_name(type));
             CHECK(std::memcmp(expected.data(), got.data(), got.size() * sizeof(float)) == 0);
+        }
+    }
+}
+
+TEST_CASE("gemm row independent of batch size") {
+    // The first rows of a batch of 7 must equal the same rows computed in batches of 1 and 3,
+    // which take other code paths (one group of rows, direct f16/bf16 kernels).
+    const std::int64_t out = 21;
+    const std::int64_t in = 768;
+    const auto w = random_normal(out * in, 97);
+    const auto x = random_normal(7 * in, 98);
+    for (q::CpuLevel level : available_levels()) {
+        for (DType type : kAllWeightTypes) {
+            const auto packed = q::quantize_rows(type, w.data(), out, in);
+            std::vector<float> all(7 * out), one(out), three(3 * out);
+            q::gemm_at_level(level, type, packed.data(), out, in, x.data(), 7, all.data());
+            q::gemm_at_level(level, type, packed.data(), out, in, x.data(), 1, one.data());
+            q::gemm_at_level(level, type, packed.data(), out, in, x.data(), 3, three.data());
+            INFO("level " << q::cpu_level_name(level) << " type " << type_name(type));
+            CHECK(std::memcmp(all.data(), one.data(), out * sizeof(float)) == 0);
+            CHECK(std::memcmp(all.data(), three.data(), 3 * out * sizeof(float)) == 0);
         }
     }
 }

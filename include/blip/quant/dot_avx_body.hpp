@@ -321,30 +321,85 @@ BLIP_QUANT_TARGET inline float sum_lanes_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-template <int Rows>
-BLIP_QUANT_TARGET inline void dot_f32_rows(const float* w, const float* const* x, std::int64_t count, float* out) {
+// Weight loaders for dot_float_rows: f32 as stored, f16 and bf16 widened exactly to f32, so
+// the three weight types share one order of operations.
+struct LoadF32 {
+    using Element = float;
+    BLIP_QUANT_TARGET static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+    BLIP_QUANT_TARGET static float load1(const float* p) { return *p; }
+#if BLIP_QUANT_ZMM
+    BLIP_QUANT_TARGET static __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+    BLIP_QUANT_TARGET static __m512 load16(__mmask16 mask, const float* p) { return _mm512_maskz_loadu_ps(mask, p); }
+#endif
+};
+
+struct LoadF16 {
+    using Element = std::uint16_t;
+    BLIP_QUANT_TARGET static __m256 load8(const std::uint16_t* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    BLIP_QUANT_TARGET static float load1(const std::uint16_t* p) { return half_to_float(*p); }
+#if BLIP_QUANT_ZMM
+    BLIP_QUANT_TARGET static __m512 load16(const std::uint16_t* p) {
+        return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    BLIP_QUANT_TARGET static __m512 load16(__mmask16 mask, const std::uint16_t* p) {
+        return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_maskz_loadu_epi16(mask, p));
+    }
+#endif
+};
+
+#if BLIP_QUANT_ZMM
+// Widens 16 bf16 values. The masked forms avoid GCC 12's uninitialized-value warnings in the
+// unmasked intrinsics.
+BLIP_QUANT_TARGET inline __m512 widen_bf16(__m256i h) {
+    const __m512i wide = _mm512_maskz_cvtepu16_epi32(0xFFFF, h);
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, wide, 16));
+}
+#endif
+
+struct LoadBf16 {
+    using Element = std::uint16_t;
+    BLIP_QUANT_TARGET static __m256 load8(const std::uint16_t* p) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    BLIP_QUANT_TARGET static float load1(const std::uint16_t* p) { return bf16_to_fp32(*p); }
+#if BLIP_QUANT_ZMM
+    BLIP_QUANT_TARGET static __m512 load16(const std::uint16_t* p) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        return widen_bf16(h);
+    }
+    BLIP_QUANT_TARGET static __m512 load16(__mmask16 mask, const std::uint16_t* p) {
+        const __m256i h = _mm256_maskz_loadu_epi16(mask, p);
+        return widen_bf16(h);
+    }
+#endif
+};
+
+template <int Rows, class Load>
+BLIP_QUANT_TARGET inline void dot_float_rows(const typename Load::Element* w, const float* const* x,
+                                             std::int64_t count, float* out) {
     std::int64_t k = 0;
 #if BLIP_QUANT_ZMM
     __m512 acc[Rows][2];
     for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (; k + 32 <= count; k += 32) {
-        const __m512 w0 = _mm512_loadu_ps(w + k);
-        const __m512 w1 = _mm512_loadu_ps(w + k + 16);
+        const __m512 w0 = Load::load16(w + k);
+        const __m512 w1 = Load::load16(w + k + 16);
         for (int r = 0; r < Rows; ++r) {
             acc[r][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[r] + k), acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[r] + k + 16), acc[r][1]);
         }
     }
-    if (k < count) {
-        // Up to 31 remaining elements, in at most two masked steps.
-        for (int step = 0; step < 2 && k < count; ++step, k += 16) {
-            const std::int64_t left = count - k;
-            const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                              : static_cast<__mmask16>((1u << left) - 1u);
-            const __m512 wv = _mm512_maskz_loadu_ps(mask, w + k);
-            for (int r = 0; r < Rows; ++r) {
-                acc[r][step] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, x[r] + k), acc[r][step]);
-            }
+    // Up to 31 remaining elements, in at most two masked steps.
+    for (int step = 0; step < 2 && k < count; ++step, k += 16) {
+        const std::int64_t left = count - k;
+        const __mmask16 mask =
+            left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+        const __m512 wv = Load::load16(mask, w + k);
+        for (int r = 0; r < Rows; ++r) {
+            acc[r][step] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, x[r] + k), acc[r][step]);
         }
     }
     for (int r = 0; r < Rows; ++r) {
@@ -359,33 +414,50 @@ BLIP_QUANT_TARGET inline void dot_f32_rows(const float* w, const float* const* x
     __m256 acc[Rows][2];
     for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (; k + 16 <= count; k += 16) {
-        const __m256 w0 = _mm256_loadu_ps(w + k);
-        const __m256 w1 = _mm256_loadu_ps(w + k + 8);
+        const __m256 w0 = Load::load8(w + k);
+        const __m256 w1 = Load::load8(w + k + 8);
         for (int r = 0; r < Rows; ++r) {
             acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[r] + k), acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[r] + k + 8), acc[r][1]);
         }
     }
     for (; k + 8 <= count; k += 8) {
-        const __m256 wv = _mm256_loadu_ps(w + k);
+        const __m256 wv = Load::load8(w + k);
         for (int r = 0; r < Rows; ++r) acc[r][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[r] + k), acc[r][0]);
     }
     for (int r = 0; r < Rows; ++r) {
         float total = sum_lanes_ps(_mm256_add_ps(acc[r][0], acc[r][1]));
-        for (std::int64_t t = k; t < count; ++t) total += w[t] * x[r][t];
+        // An explicit FMA, so the result never depends on whether the compiler contracts.
+        for (std::int64_t t = k; t < count; ++t) total = std::fma(Load::load1(w + t), x[r][t], total);
         out[r] = total;
     }
 #endif
 }
 
+template <class Load>
+BLIP_QUANT_TARGET inline void dot_float(const typename Load::Element* w, const float* const* x, int rows,
+                                        std::int64_t count, float* out) {
+    switch (rows) {
+        case 1: dot_float_rows<1, Load>(w, x, count, out); break;
+        case 2: dot_float_rows<2, Load>(w, x, count, out); break;
+        case 3: dot_float_rows<3, Load>(w, x, count, out); break;
+        default: dot_float_rows<4, Load>(w, x, count, out); break;
+    }
+}
+
 BLIP_QUANT_TARGET inline void dot_f32(const float* w, const float* const* x, int rows, std::int64_t count,
                                       float* out) {
-    switch (rows) {
-        case 1: dot_f32_rows<1>(w, x, count, out); break;
-        case 2: dot_f32_rows<2>(w, x, count, out); break;
-        case 3: dot_f32_rows<3>(w, x, count, out); break;
-        default: dot_f32_rows<4>(w, x, count, out); break;
-    }
+    dot_float<LoadF32>(w, x, rows, count, out);
+}
+
+BLIP_QUANT_TARGET inline void dot_f16(const std::uint16_t* w, const float* const* x, int rows, std::int64_t count,
+                                      float* out) {
+    dot_float<LoadF16>(w, x, rows, count, out);
+}
+
+BLIP_QUANT_TARGET inline void dot_bf16(const std::uint16_t* w, const float* const* x, int rows, std::int64_t count,
+                                       float* out) {
+    dot_float<LoadBf16>(w, x, rows, count, out);
 }
 
 // Installs this level's kernels.
@@ -403,6 +475,8 @@ inline void install(KernelTable& table) {
     table.dot_block32 = dot_block32;
     table.dot_super256 = dot_super256;
     table.dot_f32 = dot_f32;
+    table.dot_f16 = dot_f16;
+    table.dot_bf16 = dot_bf16;
 }
 
 }  // namespace blip::quant::detail::BLIP_QUANT_NAMESPACE

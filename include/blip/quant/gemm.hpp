@@ -200,6 +200,22 @@ inline void process_tile(const KernelTable& k, DType type, const std::uint8_t* w
         for (int j = 0; j < nr; ++j) y[(r0 + j) * out_features + o] = results[j];
     };
 
+    if (family == WeightFamily::Float && rows <= kMaxDotRows && type != DType::F32) {
+        // One group of activation rows: read f16 or bf16 weights directly when the level can.
+        const auto direct = type == DType::F16 ? k.dot_f16 : k.dot_bf16;
+        if (direct != nullptr) {
+            const float* xrows[kMaxDotRows];
+            for (int j = 0; j < rows; ++j) xrows[j] = x + j * in_features;
+            for (std::int64_t i = 0; i < count; ++i) {
+                const auto* halves =
+                    reinterpret_cast<const std::uint16_t*>(weights + static_cast<std::size_t>(first + i) * stride);
+                direct(halves, xrows, static_cast<int>(rows), in_features, results);
+                store(0, static_cast<int>(rows), first + i);
+            }
+            return;
+        }
+    }
+
     if (family == WeightFamily::Float) {
         const float* wrows[kTileRows];
         for (std::int64_t i = 0; i < count; ++i) {

@@ -41,6 +41,14 @@ struct KernelTable {
     void (*dot_super256)(const Super256Row& w, const Act256Row* x, int rows, std::int64_t blocks,
                          float* out) = nullptr;
     void (*dot_f32)(const float* w, const float* const* x, int rows, std::int64_t count, float* out) = nullptr;
+
+    // Optional dot products that read f16 or bf16 weights directly. A level sets them only when
+    // they give the same bits as decode_f16 (decode_bf16) followed by dot_f32, so gemm may use
+    // either and a row's result never depends on the batch size.
+    void (*dot_f16)(const std::uint16_t* w, const float* const* x, int rows, std::int64_t count,
+                    float* out) = nullptr;
+    void (*dot_bf16)(const std::uint16_t* w, const float* const* x, int rows, std::int64_t count,
+                     float* out) = nullptr;
 };
 
 }  // namespace blip::quant::detail
