@@ -1,28 +1,87 @@
-// blip-bench: measures this machine's FMA and memory-bandwidth limits, then (once the model
-// stages are in) the full-size BLIP models against them.
+// blip-bench: times the full-size BLIP captioning models on this machine and relates every
+// stage to the machine's own limits (peak FMA throughput, memory read bandwidth).
+//
+// The parent process measures the limits, writes one GGUF file per model and weight type
+// (full-size shapes, weights by the full-size rule, so the captions can be checked against
+// the reference ids) and runs one child process per file. Each child maps its file, times
+// the stages for every thread count and reports its peak RSS, which therefore belongs to
+// one model alone.
 
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#define DOCTEST_CONFIG_DISABLE  // the golden-data helpers come from the test support code
 #include <nlohmann/json.hpp>
 
-#include "blip/core/error.hpp"
+#include "blip/blip.hpp"
+#include "fullsize_files.hpp"
 #include "machine_limits.hpp"
+
+extern char** environ;
 
 namespace {
 
+namespace fs = std::filesystem;
 using blip::Error;
 using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kCaptionMaxLength = 30;  // generate(max_length=30), as the reference captions
 
 struct Options {
+    std::vector<std::string> models = {"base"};
     std::vector<int> threads = {1, 2};
+    std::vector<std::string> types = {"f32"};
+    int runs = 3;
+    int tokens = 30;
     bool json_output = false;
+    std::string output_path;
+    std::string work_dir;
+    std::string image;
+    bool limits_only = false;
+    // Set only in the child processes that the parent starts.
+    std::string child_file;
+    std::string child_output;
+    std::string child_model;
+    std::string child_type;
 };
+
+const char* kUsage = R"(usage: blip-bench [options]
+
+Times the full-size BLIP captioning models (shapes of blip-image-captioning-base/-large,
+weights by the full-size rule) and prints each stage as a fraction of this machine's
+measured FMA and memory-bandwidth limits.
+
+  --model base,large   model families to run (default base)
+  --threads 1,2        thread counts (default 1,2)
+  --types f32,q8_0     weight types of the nn.Linear weights (default f32)
+  --runs N             timed runs per stage, after one warm-up; the median is reported (default 3)
+  --tokens N           greedy tokens per run; [SEP] does not stop them (default 30)
+  --image PATH         image to decode and preprocess (default the golden images/cats.png)
+  --work-dir DIR       folder for the generated model files, reused by later runs
+                       (default $TMPDIR/blip-bench)
+  --json               print the results as JSON on stdout instead of a table
+  --output FILE        also write the JSON results to FILE
+  --limits-only        measure the machine's limits and stop
+)";
 
 std::vector<std::string> split_list(const std::string& text) {
     std::vector<std::string> items;
@@ -50,21 +109,266 @@ Options parse_options(int argc, char** argv) {
             if (i + 1 >= argc) throw Error("option " + arg + " needs a value; see --help");
             return argv[++i];
         };
-        if (arg == "--threads") {
+        if (arg == "--model") {
+            options.models = split_list(value());
+            for (const auto& model : options.models) blip::bench::caption_model_name(model);
+        } else if (arg == "--threads") {
             options.threads.clear();
             for (const auto& item : split_list(value())) options.threads.push_back(parse_positive(item, arg));
-            if (options.threads.empty()) throw Error("--threads needs at least one thread count, e.g. --threads 1,2");
+        } else if (arg == "--types") {
+            options.types = split_list(value());
+            for (const auto& type : options.types) {
+                blip::DType parsed;
+                if (!blip::parse_dtype(type, parsed) || parsed == blip::DType::I32)
+                    throw Error("unknown weight type '" + type + "' in --types; use f32, f16, bf16, q8_0, q4_0, q4_1, "
+                                "q4_k, q5_k or q6_k");
+            }
+        } else if (arg == "--runs") {
+            options.runs = parse_positive(value(), arg);
+        } else if (arg == "--tokens") {
+            options.tokens = parse_positive(value(), arg);
+        } else if (arg == "--image") {
+            options.image = value();
+        } else if (arg == "--work-dir") {
+            options.work_dir = value();
         } else if (arg == "--json") {
             options.json_output = true;
+        } else if (arg == "--output") {
+            options.output_path = value();
+        } else if (arg == "--limits-only") {
+            options.limits_only = true;
+        } else if (arg == "--child-file") {
+            options.child_file = value();
+        } else if (arg == "--child-output") {
+            options.child_output = value();
+        } else if (arg == "--child-model") {
+            options.child_model = value();
+        } else if (arg == "--child-type") {
+            options.child_type = value();
         } else if (arg == "--help" || arg == "-h") {
-            std::cout << "usage: blip-bench [--threads 1,2] [--json]\n";
+            std::cout << kUsage;
             std::exit(0);
         } else {
             throw Error("unknown option '" + arg + "'; see --help");
         }
     }
+    if (options.threads.empty()) throw Error("--threads needs at least one thread count, e.g. --threads 1,2");
+    if (options.models.empty() || options.types.empty()) throw Error("--model and --types need at least one entry");
+    std::sort(options.threads.begin(), options.threads.end());
+    options.threads.erase(std::unique(options.threads.begin(), options.threads.end()), options.threads.end());
+    if (options.image.empty()) options.image = (blip_test::golden_dir() / "images" / "cats.png").string();
+    if (options.work_dir.empty()) options.work_dir = (fs::temp_directory_path() / "blip-bench").string();
     return options;
 }
+
+// ---------------------------------------------------------------------------------------
+// Timing helpers
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double median(std::vector<double> values) {
+    if (values.empty()) return 0.0;
+    std::sort(values.begin(), values.end());
+    const std::size_t middle = values.size() / 2;
+    return values.size() % 2 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
+}
+
+double peak_rss_mb() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports kilobytes
+}
+
+// ---------------------------------------------------------------------------------------
+// Work counts that the machine's limits are divided by
+
+// Multiply-adds x 2 of the vision encoder's matrix products: patch embedding, and per layer
+// qkv, projection, MLP and the two attention products.
+double vision_flops(const blip::VisionConfig& config) {
+    const double width = static_cast<double>(config.hidden_size);
+    const double patches = static_cast<double>(config.num_patches());
+    const double tokens = patches + 1;
+    const double patch_macs = patches * width * static_cast<double>(config.num_channels * config.patch_size * config.patch_size);
+    const double layer_macs = tokens * width * (4 * width + 2 * static_cast<double>(config.intermediate_size)) +
+                              2 * tokens * tokens * width;
+    return 2.0 * (patch_macs + static_cast<double>(config.num_hidden_layers) * layer_macs);
+}
+
+// Bytes of weights one decoder step reads: every text_decoder tensor except the
+// cross-attention key and value weights (applied once per image, when the decoder state is
+// set up) and the position embeddings (one row per step). The word embeddings count in full
+// because the language model head reads the whole tied matrix.
+double decoder_bytes_per_step(const blip::gguf::File& file) {
+    double bytes = 0.0;
+    for (const auto& tensor : file.tensors()) {
+        const std::string& name = tensor.name;
+        if (name.rfind("text_decoder.", 0) != 0) continue;
+        if (name.find("crossattention.self.key") != std::string::npos ||
+            name.find("crossattention.self.value") != std::string::npos)
+            continue;
+        if (name.find("position_embeddings") != std::string::npos) continue;
+        bytes += static_cast<double>(tensor.nbytes);
+    }
+    return bytes;
+}
+
+// ---------------------------------------------------------------------------------------
+// Child process: one model file
+
+struct GreedyResult {
+    std::vector<std::int32_t> ids;  // [DEC] first
+    double setup_seconds = 0.0;     // decoder state, including the cross-attention keys and values
+    double step_seconds = 0.0;      // all decoder steps together
+};
+
+// Decodes exactly `tokens` tokens greedily; [SEP] does not end the sequence.
+GreedyResult greedy_forced(const blip::BlipForConditionalGeneration& model, const std::vector<float>& image_embeds,
+                           int tokens) {
+    GreedyResult result;
+    const auto setup_start = Clock::now();
+    blip::DecoderState state = model.decoder_state(image_embeds, tokens + 1, 1);
+    result.setup_seconds = seconds_since(setup_start);
+
+    const std::int64_t vocab = model.config.text.vocab_size;
+    result.ids.reserve(static_cast<std::size_t>(tokens) + 1);
+    result.ids.push_back(model.config.tokens.bos);
+    const auto steps_start = Clock::now();
+    std::int32_t next = model.config.tokens.bos;
+    for (int i = 0; i < tokens; ++i) {
+        const float* logits = model.text_decoder.decode(state, &next, 1);
+        next = blip::argmax(logits, vocab);
+        result.ids.push_back(next);
+    }
+    result.step_seconds = seconds_since(steps_start);
+    return result;
+}
+
+// Compares `ids` with the reference ids (both [DEC] first) over their common length.
+json compare_ids(const std::vector<std::int32_t>& ids, const std::vector<std::int32_t>& reference) {
+    const std::size_t common = std::min(ids.size(), reference.size());
+    std::size_t matching = 0;
+    while (matching < common && ids[matching] == reference[matching]) ++matching;
+    return {{"compared", common}, {"matching_prefix", matching}, {"match", matching == common}};
+}
+
+float max_abs_diff(const std::vector<float>& values, const std::vector<float>& reference) {
+    if (values.size() != reference.size()) return INFINITY;
+    float diff = 0.0f;
+    for (std::size_t i = 0; i < values.size(); ++i) diff = std::max(diff, std::abs(values[i] - reference[i]));
+    return diff;
+}
+
+json run_child(const Options& options) {
+    const auto name = blip::bench::caption_model_name(options.child_model);
+    const fs::path golden = blip_test::golden_dir();
+    const fs::path reference_dir = golden / "fullsize";
+    std::vector<float> reference_embeds;
+    std::vector<std::int32_t> reference_greedy;
+    if (fs::is_regular_file(reference_dir / (name.checkpoint + ".cats.png.json"))) {
+        const auto embeds = blip_test::read_npy(reference_dir / (name.checkpoint + ".cats.png.image_embeds.npy"));
+        reference_embeds.assign(embeds.data.begin(), embeds.data.end());
+        reference_greedy = blip_test::read_json(reference_dir / (name.checkpoint + ".cats.png.json"))
+                               .at("greedy_max30")
+                               .get<std::vector<std::int32_t>>();
+    }
+    const bool image_is_reference = fs::path(options.image).filename() == "cats.png";
+
+    json out;
+    out["model"] = options.child_model;
+    out["checkpoint"] = name.checkpoint;
+    out["type"] = options.child_type;
+
+    // Load: map the file and read the configuration and every tensor's place in it. The file
+    // was just written or read, so it is in the page cache: this is the warm-cache time.
+    std::vector<double> load_seconds;
+    std::shared_ptr<const blip::BlipForConditionalGeneration> model;
+    for (int run = 0; run < options.runs; ++run) {
+        model.reset();
+        const auto start = Clock::now();
+        auto file = blip::gguf::File::open(options.child_file);
+        model = std::make_shared<const blip::BlipForConditionalGeneration>(file);
+        load_seconds.push_back(seconds_since(start));
+    }
+    out["load_ms"] = median(load_seconds) * 1e3;
+    out["file_bytes"] = fs::file_size(options.child_file);
+    const double step_bytes = decoder_bytes_per_step(model->file());
+    out["decoder_bytes_per_step"] = step_bytes;
+
+    // Image decoding and preprocessing, on the default thread count.
+    std::vector<double> preprocess_seconds;
+    std::vector<float> pixels;
+    for (int run = 0; run < options.runs + 1; ++run) {
+        const auto start = Clock::now();
+        const blip::ImageU8 image = blip::decode_image_file(options.image);
+        pixels = blip::preprocess_image(image, model->config.preprocess);
+        if (run > 0) preprocess_seconds.push_back(seconds_since(start));
+    }
+    out["preprocess_ms"] = median(preprocess_seconds) * 1e3;
+
+    const double flops = vision_flops(model->config.vision);
+    out["vision_gflop"] = flops / 1e9;
+    for (int threads : options.threads) {
+        blip::set_num_threads(threads);
+        json entry;
+        entry["threads"] = threads;
+
+        std::vector<float> image_embeds = model->vision_model.forward(pixels);  // warm-up
+        std::vector<double> vision_seconds;
+        for (int run = 0; run < options.runs; ++run) {
+            const auto start = Clock::now();
+            image_embeds = model->vision_model.forward(pixels);
+            vision_seconds.push_back(seconds_since(start));
+        }
+        const double vision = median(vision_seconds);
+        entry["vision_ms"] = vision * 1e3;
+        entry["vision_gflops_per_s"] = flops / vision / 1e9;
+        if (image_is_reference && !reference_embeds.empty())
+            entry["vision_max_abs_diff"] = max_abs_diff(image_embeds, reference_embeds);
+
+        std::vector<double> setup, step, per_token;
+        GreedyResult greedy;
+        for (int run = 0; run < options.runs; ++run) {
+            greedy = greedy_forced(*model, image_embeds, options.tokens);
+            setup.push_back(greedy.setup_seconds);
+            step.push_back(greedy.step_seconds / options.tokens);
+            per_token.push_back((greedy.setup_seconds + greedy.step_seconds) / options.tokens);
+        }
+        entry["greedy_tokens"] = options.tokens;
+        entry["decoder_setup_ms"] = median(setup) * 1e3;
+        entry["greedy_step_ms"] = median(step) * 1e3;
+        entry["greedy_ms_per_token"] = median(per_token) * 1e3;
+        entry["greedy_ids"] = greedy.ids;
+        if (image_is_reference && !reference_greedy.empty())
+            entry["greedy_vs_reference"] = compare_ids(greedy.ids, reference_greedy);
+
+        // A whole caption as generate(max_length=30) makes it: vision, then greedy decoding
+        // until [SEP] or max_length.
+        std::vector<double> caption_seconds;
+        blip::GenerationConfig generation;
+        generation.max_length = kCaptionMaxLength;
+        std::vector<std::int32_t> caption_ids;
+        for (int run = 0; run < options.runs; ++run) {
+            const auto start = Clock::now();
+            const std::vector<float> embeds = model->vision_model.forward(pixels);
+            caption_ids = model->generate(embeds, {}, generation);
+            caption_seconds.push_back(seconds_since(start));
+        }
+        entry["caption_ms"] = median(caption_seconds) * 1e3;
+        entry["caption_ids"] = caption_ids;
+        if (image_is_reference && !reference_greedy.empty())
+            entry["caption_vs_reference"] = compare_ids(caption_ids, reference_greedy);
+        // TODO: time beam search (3 beams, max_length 30), VQA and ITM once the library has
+        // beam search and the VQA and ITM models.
+        out["per_thread"].push_back(entry);
+    }
+    out["peak_rss_mb"] = peak_rss_mb();
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Parent process
 
 json limits_to_json(const blip::bench::MachineLimits& limits) {
     json out;
@@ -84,18 +388,185 @@ json limits_to_json(const blip::bench::MachineLimits& limits) {
     return out;
 }
 
+std::string self_executable(const char* argv0) {
+    std::error_code error;
+    const fs::path self = fs::read_symlink("/proc/self/exe", error);
+    return error ? std::string(argv0) : self.string();
+}
+
+// Runs this program as a child for one model file and returns the JSON it wrote.
+json run_child_process(const std::string& executable, const Options& options, const std::string& model,
+                       const std::string& type, const fs::path& file) {
+    const fs::path output = fs::path(options.work_dir) / ("child-" + std::to_string(getpid()) + ".json");
+    std::string threads;
+    for (int t : options.threads) threads += (threads.empty() ? "" : ",") + std::to_string(t);
+    std::vector<std::string> args = {executable,      "--child-file",   file.string(), "--child-output",
+                                     output.string(), "--child-model",  model,         "--child-type",
+                                     type,            "--threads",      threads,       "--runs",
+                                     std::to_string(options.runs), "--tokens", std::to_string(options.tokens),
+                                     "--image",       options.image};
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+
+    pid_t pid = 0;
+    const int spawn_error = posix_spawn(&pid, executable.c_str(), nullptr, nullptr, argv.data(), environ);
+    if (spawn_error != 0)
+        throw Error("could not start " + executable + " for model " + model + " " + type + ": " +
+                    std::strerror(spawn_error));
+    int status = 0;
+    if (waitpid(pid, &status, 0) < 0) throw Error("waitpid failed for the child of model " + model + " " + type);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        throw Error("child for model " + model + " " + type + " failed (status " + std::to_string(status) +
+                    "); its error is printed above");
+    std::ifstream in(output);
+    json result = json::parse(in);
+    in.close();
+    fs::remove(output);
+    return result;
+}
+
+// One row per (model, type, thread count), with the shared per-file values copied in, so
+// that compare_torch.py can look rows up by model, type and threads.
+json flatten_results(const json& children) {
+    json rows = json::array();
+    for (const auto& child : children) {
+        for (const auto& entry : child.at("per_thread")) {
+            json row = entry;
+            for (const char* key : {"model", "checkpoint", "type", "load_ms", "preprocess_ms", "file_bytes",
+                                    "decoder_bytes_per_step", "vision_gflop", "peak_rss_mb", "tensor_sums_checked",
+                                    "tensor_sum_mismatches"}) {
+                if (child.contains(key)) row[key] = child.at(key);
+            }
+            row["caption_peak_rss_mb"] = child.at("peak_rss_mb");
+            rows.push_back(row);
+        }
+    }
+    return rows;
+}
+
+// Adds each stage's fraction of the machine's limit for the row's thread count.
+void add_fractions(json& rows, const blip::bench::MachineLimits& limits) {
+    for (auto& row : rows) {
+        const int threads = row.at("threads");
+        const auto& fma = limits.fma_for(threads);
+        const auto& bandwidth = limits.bandwidth_for(threads);
+        row["fma_peak_gflops"] = fma.gflops;
+        row["vision_fraction_of_fma_peak"] = row.at("vision_gflops_per_s").get<double>() / fma.gflops;
+        const double floor_seconds = row.at("decoder_bytes_per_step").get<double>() / (bandwidth.gbytes_per_s * 1e9);
+        row["read_bandwidth_gbytes_per_s"] = bandwidth.gbytes_per_s;
+        row["greedy_step_floor_ms"] = floor_seconds * 1e3;
+        row["greedy_step_fraction_of_bandwidth"] = floor_seconds * 1e3 / row.at("greedy_step_ms").get<double>();
+    }
+}
+
+std::string ids_check(const json& row) {
+    if (!row.contains("greedy_vs_reference")) return "-";
+    const auto& check = row.at("greedy_vs_reference");
+    if (check.at("match").get<bool>()) return "ok";
+    return std::to_string(check.at("matching_prefix").get<int>()) + "/" + std::to_string(check.at("compared").get<int>());
+}
+
+void print_table(const json& rows) {
+    std::printf("\n%-6s %-5s %3s %8s %8s %9s %7s %5s %8s %8s %8s %5s %9s %7s %s\n", "model", "type", "thr", "load ms",
+                "prep ms", "vision ms", "GFLOP/s", "%FMA", "ms/token", "step ms", "floor ms", "%BW", "caption", "RSS MB",
+                "ids");
+    for (const auto& row : rows) {
+        std::printf("%-6s %-5s %3d %8.1f %8.1f %9.1f %7.1f %4.0f%% %8.1f %8.2f %8.2f %4.0f%% %9.1f %7.0f %s\n",
+                    row.at("model").get<std::string>().c_str(), row.at("type").get<std::string>().c_str(),
+                    row.at("threads").get<int>(), row.at("load_ms").get<double>(),
+                    row.at("preprocess_ms").get<double>(), row.at("vision_ms").get<double>(),
+                    row.at("vision_gflops_per_s").get<double>(),
+                    100.0 * row.at("vision_fraction_of_fma_peak").get<double>(),
+                    row.at("greedy_ms_per_token").get<double>(), row.at("greedy_step_ms").get<double>(),
+                    row.at("greedy_step_floor_ms").get<double>(),
+                    100.0 * row.at("greedy_step_fraction_of_bandwidth").get<double>(), row.at("caption_ms").get<double>(),
+                    row.at("peak_rss_mb").get<double>(), ids_check(row).c_str());
+    }
+    std::printf(
+        "\nvision: GFLOP/s of the matrix products, %%FMA = share of the measured FMA peak for that thread count.\n"
+        "ms/token: greedy decoding of %s tokens including the decoder setup (cross-attention keys and values);\n"
+        "step ms: one decoder step; floor ms: weight bytes one step reads / measured read bandwidth; %%BW = floor / step.\n"
+        "caption: vision + generate(max_length=30). ids: greedy ids against the reference (f32 must be ok).\n",
+        rows.empty() ? "?" : std::to_string(rows.at(0).at("greedy_tokens").get<int>()).c_str());
+}
+
+int run_parent(const Options& options, int argc, char** argv) {
+    const auto limits = blip::bench::measure_machine_limits(options.threads);
+    if (!options.json_output) std::cout << blip::bench::format_machine_limits(limits) << std::flush;
+    json report;
+    report["machine"] = limits_to_json(limits);
+    if (options.limits_only) {
+        if (options.json_output) std::cout << report.dump(1) << "\n";
+        return 0;
+    }
+
+    const std::string executable = self_executable(argv[0]);
+    json children = json::array();
+    for (const auto& model : options.models) {
+        const auto name = blip::bench::caption_model_name(model);
+        for (const auto& type_name : options.types) {
+            blip::DType type = blip::DType::F32;
+            blip::parse_dtype(type_name, type);
+            // 768 is the narrowest in_features of these models' nn.Linear layers.
+            if (!blip::kernels::linear_supports(type, 768)) {
+                std::fprintf(stderr, "blip-bench: skipping %s %s: the library's linear kernel does not read %s yet\n",
+                             model.c_str(), type_name.c_str(), type_name.c_str());
+                continue;
+            }
+            const fs::path file = fs::path(options.work_dir) / (name.checkpoint + "." + type_name + ".gguf");
+            std::fprintf(stderr, "blip-bench: %s %s: building %s...\n", model.c_str(), type_name.c_str(),
+                         file.string().c_str());
+            const auto start = Clock::now();
+            const auto build = blip::bench::build_model_file(name.checkpoint, type, file);
+            if (!build.sum_mismatches.empty())
+                throw Error("the weight rule gives wrong sums for " + std::to_string(build.sum_mismatches.size()) +
+                            " tensors of " + name.checkpoint + ", first " + build.sum_mismatches.front());
+            std::fprintf(stderr, "blip-bench: %s %s: %s in %.1f s; timing...\n", model.c_str(), type_name.c_str(),
+                         build.reused ? "reused" : "built", seconds_since(start));
+            json child = run_child_process(executable, options, model, type_name, file);
+            if (!build.reused) child["tensor_sums_checked"] = build.checked_sums;
+            children.push_back(child);
+        }
+    }
+    json rows = flatten_results(children);
+    add_fractions(rows, limits);
+    report["results"] = rows;
+    std::string command;
+    for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+    report["command"] = command;
+    const std::time_t now = std::time(nullptr);
+    char date[32];
+    std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    report["date"] = date;
+    report["threads"] = options.threads;
+    report["runs"] = options.runs;
+    if (options.json_output) {
+        std::cout << report.dump(1) << "\n";
+    } else {
+        print_table(rows);
+    }
+    if (!options.output_path.empty()) {
+        std::ofstream out(options.output_path);
+        out << report.dump(1) << "\n";
+        if (!out) throw Error("could not write " + options.output_path);
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     try {
         const Options options = parse_options(argc, argv);
-        const auto limits = blip::bench::measure_machine_limits(options.threads);
-        if (options.json_output) {
-            std::cout << json{{"machine", limits_to_json(limits)}}.dump(1) << "\n";
-        } else {
-            std::cout << blip::bench::format_machine_limits(limits);
+        if (!options.child_file.empty()) {
+            const json result = run_child(options);
+            std::ofstream out(options.child_output);
+            out << result.dump() << "\n";
+            if (!out) throw Error("could not write " + options.child_output);
+            return 0;
         }
-        return 0;
+        return run_parent(options, argc, argv);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "blip-bench: %s\n", e.what());
         return 1;
