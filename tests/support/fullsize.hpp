@@ -33,7 +33,7 @@ inline std::uint64_t fnv1a64(const std::string& text) {
 }
 
 // Element `index` of the tensor with hash `seed`, uniform in [-1, 1): a SplitMix64 step
-// whose top 24 bits give a value that float32 holds exactly.
+// whose top 24 bits give a value that float32 represents exactly.
 inline double fullsize_uniform(std::uint64_t seed, std::uint64_t index) {
     std::uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

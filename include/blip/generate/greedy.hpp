@@ -14,9 +14,11 @@ namespace blip {
 
 // Generation settings, named and counted as in transformers' GenerationConfig.
 struct GenerationConfig {
-    // Most tokens of a sequence, [DEC] and prompt included. 20 is transformers' default.
+    // Maximum number of tokens of a sequence, [DEC] and prompt included. 20 is transformers'
+    // default.
     std::int64_t max_length = 20;
-    // Fewest tokens of a sequence before [SEP] may end it, [DEC] and prompt included.
+    // Minimum number of tokens of a sequence before [SEP] may end it, [DEC] and prompt
+    // included.
     std::int64_t min_length = 0;
 };
 

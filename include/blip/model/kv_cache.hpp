@@ -1,5 +1,5 @@
 // Key/value caches of the text transformer. Self-attention keys and values grow by one
-// position per decoded token and belong to one row (a batch row or a beam); cross-attention
+// position per decoded token and belong to one row (a batch row or a beam). Cross-attention
 // keys and values are computed once per encoder sequence (an image) and shared by rows.
 #pragma once
 

@@ -36,7 +36,7 @@ inline constexpr float kPaddingBias = -10000.0f;
 struct DecoderStateSize {
     std::int64_t rows = 1;             // sequences decoded together (batch rows or beams)
     std::int64_t capacity = 0;         // positions each row can cache
-    std::int64_t max_step_tokens = 1;  // most tokens per row in one forward call (the prompt)
+    std::int64_t max_step_tokens = 1;  // maximum tokens per row in one forward call (the prompt)
     std::int64_t sources = 0;          // encoder sequences cross-attention reads; 0: none
     std::int64_t source_tokens = 0;    // tokens of the longest source
 };
@@ -527,13 +527,13 @@ struct BlipTextLMPredictionHead {
     }
 };
 
-// BlipTextOnlyMLMHead: only holds the prediction head ("cls.predictions").
+// BlipTextOnlyMLMHead: a wrapper around the prediction head ("cls.predictions").
 struct BlipTextOnlyMLMHead {
     BlipTextLMPredictionHead predictions;
 };
 
 // The causal language model (BlipTextLMHeadModel): BlipTextModel ("bert") and the LM head
-// ("cls"). Used as BLIP's caption decoder and VQA answer decoder.
+// ("cls"). BLIP uses it to decode captions and VQA answers.
 struct BlipTextLMHeadModel {
     BlipTextModel bert;
     BlipTextOnlyMLMHead cls;

@@ -61,7 +61,7 @@ struct BlipVisionEmbeddings {
         const std::int64_t patch_values = channels * patch * patch;
         const std::int64_t width = config.hidden_size;
 
-        // Unfold: row (gy * grid + gx) holds the patch's values in (channel, y, x) order,
+        // Unfold: row (gy * grid + gx) contains the patch's values in (channel, y, x) order,
         // the order of the convolution kernel's elements.
         std::vector<float> patches(static_cast<std::size_t>(grid * grid * patch_values));
         for (std::int64_t gy = 0; gy < grid; ++gy)
