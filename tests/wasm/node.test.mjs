@@ -1,0 +1,186 @@
+// The WebAssembly build under Node against transformers' outputs for the tiny golden models
+// and against the native build: token ids must be identical, tensors within the golden
+// tolerances (1e-4 absolute).
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { before, describe, test } from 'node:test';
+
+import {
+  goldenAvailable, goldenDir, goldenSkipReason, importBlip, maxAbsDiff, nativeTool, readJson, readNpy, tinyModel,
+} from './support.mjs';
+
+const EMBEDS_TOLERANCE = 1e-4;
+
+describe('tiny captioner in WebAssembly', { skip: goldenAvailable ? false : goldenSkipReason }, () => {
+  let Blip;
+  let BlipError;
+  let model;
+  let modelPath;
+  let cases;
+  const expectedDir = path.join(goldenDir, 'expected', 'tiny-caption');
+  const imageBytes = (name) => readFileSync(path.join(goldenDir, 'images', name));
+
+  before(async () => {
+    ({ Blip, BlipError } = await importBlip());
+    modelPath = tinyModel('tiny-caption');
+    model = await Blip.load(readFileSync(modelPath), { name: path.basename(modelPath) });
+    cases = readJson(path.join(goldenDir, 'expected', 'tiny-caption.json')).cases;
+  });
+
+  test('model info', () => {
+    assert.equal(model.task, 'caption');
+    assert.equal(model.info.imageSize, 64);
+    assert.equal(model.info.visionHiddenSize, 48);
+    assert.equal(model.info.textHiddenSize, 32);
+    assert.equal(model.info.cpuLevel, 'baseline', 'xsimd kernels (WebAssembly SIMD) should be active');
+  });
+
+  test('build has WebAssembly SIMD', async () => {
+    const info = await Blip.buildInfo();
+    assert.equal(info.simd, true);
+  });
+
+  test('image embeddings from golden pixel values', async () => {
+    for (const item of cases) {
+      const pixels = readNpy(path.join(expectedDir, `${item.image}.pixel_values.npy`)).data;
+      const embedding = await model.encodePixelValues(pixels);
+      const expected = readNpy(path.join(expectedDir, `${item.image}.image_embeds.npy`)).data;
+      const error = maxAbsDiff(embedding.embeds, expected);
+      assert.ok(error < EMBEDS_TOLERANCE, `${item.image}: image_embeds max error ${error}`);
+    }
+  });
+
+  test('greedy ids from golden pixel values', async () => {
+    for (const item of cases) {
+      const pixels = readNpy(path.join(expectedDir, `${item.image}.pixel_values.npy`)).data;
+      const embedding = await model.encodePixelValues(pixels);
+
+      const greedy = await model.caption(embedding, { maxLength: 40 });
+      assert.deepEqual(greedy.ids, item.greedy, `${item.image}: greedy`);
+      assert.equal(greedy.text, item.decoded_greedy, `${item.image}: decoded greedy`);
+
+      const max20 = await model.caption(embedding, { maxLength: 20 });
+      assert.deepEqual(max20.ids, item.greedy_max20, `${item.image}: greedy_max20`);
+
+      // transformers' default max_length of 20 applies to this case.
+      const min10 = await model.caption(embedding, { minLength: 10 });
+      assert.deepEqual(min10.ids, item.greedy_min10, `${item.image}: greedy_min10`);
+
+      for (const [key, prompt] of Object.entries(item)) {
+        if (!key.startsWith('prompt:')) continue;
+        const text = key.slice('prompt:'.length);
+        assert.deepEqual(model.tokenize(text), prompt.input_ids, `${item.image}: ${key} input ids`);
+        const result = await model.caption(embedding, { prompt: text, maxLength: 40 });
+        assert.deepEqual(result.ids, prompt.greedy, `${item.image}: ${key} greedy`);
+      }
+    }
+  });
+
+  test('greedy ids from encoded image bytes', async () => {
+    // PNG decoding is exact; stb_image's JPEG decoding differs from Pillow's by a few
+    // levels, which these ids do not depend on.
+    for (const item of cases) {
+      const result = await model.caption(imageBytes(item.image), { maxLength: 40 });
+      assert.deepEqual(result.ids, item.greedy, `${item.image}: greedy`);
+    }
+  });
+
+  test('greedy ids equal the native build', { skip: nativeTool('examples/blip-caption') ? false : 'native blip-caption not built' }, async () => {
+    const images = cases.map((item) => path.join(goldenDir, 'images', item.image));
+    const output = execFileSync(nativeTool('examples/blip-caption'),
+      ['-m', modelPath, '--max-length', '40', '--threads', '1', '--json', ...images], { encoding: 'utf8' });
+    const native = output.trim().split('\n').map((line) => JSON.parse(line));
+    assert.equal(native.length, images.length);
+    for (const [index, image] of images.entries()) {
+      const result = await model.caption(readFileSync(image), { maxLength: 40 });
+      assert.deepEqual(result.ids, native[index].ids, `${path.basename(image)}: ids`);
+      assert.equal(result.text, native[index].caption, `${path.basename(image)}: text`);
+    }
+  });
+
+  test('decoded pixels equal encoded bytes', async () => {
+    // exact_384.png is already 384x384, so Pillow's resize to 384x384 returns its pixels.
+    const rgb = readNpy(path.join(goldenDir, 'preprocess', 'exact_384.png.384.u8.npy')).data;
+    const fromBytes = await model.caption(imageBytes('exact_384.png'), { maxLength: 40 });
+    const fromRgb = await model.caption({ width: 384, height: 384, data: rgb }, { maxLength: 40 });
+    assert.deepEqual(fromRgb.ids, fromBytes.ids);
+
+    // ImageData holds RGBA; alpha is dropped without compositing, as Pillow's convert("RGB").
+    const rgba = new Uint8ClampedArray(384 * 384 * 4);
+    for (let i = 0; i < 384 * 384; ++i) {
+      rgba.set(rgb.subarray(3 * i, 3 * i + 3), 4 * i);
+      rgba[4 * i + 3] = i % 256;
+    }
+    const fromRgba = await model.caption({ width: 384, height: 384, data: rgba }, { maxLength: 40 });
+    assert.deepEqual(fromRgba.ids, fromBytes.ids);
+  });
+
+  test('embedding reused for several captions', async () => {
+    const embedding = await model.encode(imageBytes('cats.png'));
+    assert.equal(embedding.width, 640);
+    assert.equal(embedding.height, 480);
+    const first = await model.caption(embedding, { maxLength: 40 });
+    const second = await model.caption(embedding, { maxLength: 40 });
+    assert.deepEqual(first.ids, cases[0].greedy);
+    assert.deepEqual(second.ids, first.ids);
+  });
+
+  test('tokens reported in order', async () => {
+    const tokens = [];
+    const result = await model.caption(imageBytes('cats.png'), {
+      prompt: 'a picture of',
+      maxLength: 40,
+      onToken: (token) => tokens.push(token),
+    });
+    const prefixLength = model.tokenize('a picture of').length - 1;
+    assert.deepEqual(tokens.map((t) => t.id), result.ids.slice(prefixLength));
+    assert.deepEqual(tokens.map((t) => t.index), result.ids.slice(prefixLength).map((_, i) => prefixLength + i));
+    assert.equal(tokens.at(-1).text, result.text);
+    assert.equal(result.timings.tokens, result.ids.length - prefixLength);
+    for (const key of ['decodeMs', 'preprocessMs', 'visionMs', 'generateMs', 'msPerToken']) {
+      assert.ok(result.timings[key] >= 0, `timings.${key} is ${result.timings[key]}`);
+    }
+  });
+
+  test('invalid model bytes rejected', async () => {
+    await assert.rejects(Blip.load(new Uint8Array([1, 2, 3]), { name: 'three-bytes.gguf' }),
+      (error) => error instanceof BlipError && /three-bytes\.gguf/.test(error.message) && /GGUF/.test(error.message));
+    const truncated = readFileSync(modelPath).subarray(0, 4096);
+    await assert.rejects(Blip.load(truncated, { name: 'truncated.gguf' }),
+      (error) => error instanceof BlipError && /truncated\.gguf/.test(error.message));
+  });
+
+  test('invalid images rejected', async () => {
+    await assert.rejects(model.caption(new Uint8Array([1, 2, 3])),
+      (error) => error instanceof BlipError && /not a JPEG, PNG/.test(error.message));
+    const png = imageBytes('cats.png');
+    await assert.rejects(model.caption(png.subarray(0, png.length / 2)),
+      (error) => error instanceof BlipError && /PNG/.test(error.message));
+    await assert.rejects(model.caption({ width: 4, height: 4, data: new Uint8Array(10) }),
+      (error) => error instanceof BlipError && /4x4/.test(error.message));
+    await assert.rejects(model.caption(null), BlipError);
+  });
+
+  test('invalid options rejected', async () => {
+    const png = imageBytes('cats.png');
+    await assert.rejects(model.caption(png, { maxLenght: 10 }), (error) => /unknown option maxLenght/.test(error.message));
+    await assert.rejects(model.caption(png, { maxLength: 0 }), (error) => /maxLength/.test(error.message));
+    await assert.rejects(model.caption(png, { maxLength: 2.5 }), (error) => /maxLength/.test(error.message));
+    await assert.rejects(model.caption(png, { prompt: 7 }), (error) => /prompt must be a string/.test(error.message));
+  });
+
+  test('model usable after errors', async () => {
+    await assert.rejects(model.caption(new Uint8Array([0])));
+    const result = await model.caption(imageBytes('cats.png'), { maxLength: 40 });
+    assert.deepEqual(result.ids, cases[0].greedy);
+  });
+
+  test('disposed model rejects calls', async () => {
+    const other = await Blip.load(readFileSync(modelPath));
+    other.dispose();
+    await assert.rejects(other.caption(imageBytes('cats.png')), /disposed/);
+  });
+});

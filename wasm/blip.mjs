@@ -1,0 +1,295 @@
+// BLIP in WebAssembly: load a model file from bytes, then caption images.
+//
+//   import { Blip } from './blip.mjs';
+//   const model = await Blip.load(await file.arrayBuffer());
+//   const { text } = await model.caption(imageData, { maxLength: 30, onToken: (t) => show(t.text) });
+//
+// Every call runs synchronously on the calling thread, so a page should use this module
+// from a Web Worker (see blip-worker.mjs). It runs in browsers, workers and Node 18 or
+// later. Failures reject with a BlipError that carries the library's message.
+
+import createBlipCore from './blip-core.mjs';
+
+// An error of the library or of this API, with the library's message.
+export class BlipError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'BlipError';
+  }
+}
+
+const isNode = typeof process === 'object' && typeof process.versions?.node === 'string' && typeof window === 'undefined';
+
+// Option names per task; any other name is rejected, so that a misspelled option does not
+// silently fall back to its default.
+const CAPTION_OPTIONS = new Set(['prompt', 'maxLength', 'minLength']);
+// TODO: numBeams, lengthPenalty, repetitionPenalty, doSample, topK, topP, temperature and
+// seed, once the library's generation config has them.
+const PLANNED_OPTIONS = new Set([
+  'numBeams', 'lengthPenalty', 'repetitionPenalty', 'doSample', 'topK', 'topP', 'temperature', 'seed',
+]);
+const CALLBACK_OPTIONS = new Set(['onToken', 'onProgress']);
+
+function now() {
+  return globalThis.performance ? performance.now() : Date.now();
+}
+
+async function readWasm(url) {
+  if (isNode && url.protocol === 'file:') {
+    const { readFile } = await import('node:fs/promises');
+    return readFile(url);
+  }
+  const response = await fetch(url, { credentials: 'same-origin' });
+  if (!response.ok) throw new BlipError(`cannot load ${url}: HTTP ${response.status} ${response.statusText}`);
+  return response.arrayBuffer();
+}
+
+let corePromise = null;
+
+// Loads and instantiates the WebAssembly module once. `wasmUrl` overrides where
+// blip-core.wasm is read from (default: next to this file).
+export function loadCore({ wasmUrl } = {}) {
+  if (!corePromise) {
+    const url = wasmUrl ? new URL(wasmUrl, import.meta.url) : new URL('blip-core.wasm', import.meta.url);
+    corePromise = readWasm(url).then((binary) =>
+      createBlipCore({
+        // The module is instantiated from these bytes in every environment, because the
+        // runtime's own loader does not handle Node or module workers.
+        wasmBinary: binary,
+        print: (line) => console.log(line),
+        printErr: (line) => console.warn(line),
+      }),
+    );
+    corePromise.catch(() => {
+      corePromise = null;
+    });
+  }
+  return corePromise;
+}
+
+// Downloads a model file. onProgress({stage: 'download', received, total}) follows the
+// bytes as they arrive; `total` is null when the server sends no Content-Length.
+export async function fetchModel(url, { onProgress } = {}) {
+  const response = await fetch(url, { credentials: 'same-origin' });
+  if (!response.ok) throw new BlipError(`cannot download the model ${url}: HTTP ${response.status} ${response.statusText}`);
+  const length = Number(response.headers.get('Content-Length'));
+  const total = Number.isFinite(length) && length > 0 ? length : null;
+  if (!response.body) return new Uint8Array(await response.arrayBuffer());
+  const chunks = [];
+  let received = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    received += value.length;
+    onProgress?.({ stage: 'download', received, total });
+  }
+  const bytes = new Uint8Array(received);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return bytes;
+}
+
+// Throws the error of a binding result ({error: message}) or returns the result.
+function unwrap(result) {
+  if (result && typeof result.error === 'string') throw new BlipError(result.error);
+  return result;
+}
+
+function checkOptions(options, allowed, operation) {
+  for (const key of Object.keys(options)) {
+    if (allowed.has(key) || CALLBACK_OPTIONS.has(key)) continue;
+    if (PLANNED_OPTIONS.has(key)) {
+      if (options[key] === undefined) continue;
+      throw new BlipError(`${operation}: option ${key} is not supported by this build yet`);
+    }
+    throw new BlipError(`${operation}: unknown option ${key}; known options: ${[...allowed].join(', ')}`);
+  }
+}
+
+function modelBytes(source) {
+  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+  if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
+  return null;
+}
+
+function isBlob(value) {
+  return typeof Blob !== 'undefined' && value instanceof Blob;
+}
+
+// Turns an image argument into what the bindings read: {bytes, name} for encoded files, or
+// {rgba|rgb, width, height} for decoded pixels.
+async function imageInput(image) {
+  if (image == null) throw new BlipError('image is missing');
+  if (isBlob(image)) return { bytes: new Uint8Array(await image.arrayBuffer()), name: image.name || '<blob>' };
+  const bytes = modelBytes(image);
+  if (bytes) return { bytes, name: '<image bytes>' };
+  if (typeof image.width === 'number' && typeof image.height === 'number' && image.data) {
+    // ImageData, or an object shaped like it: RGBA or RGB rows without padding.
+    const pixels = image.width * image.height;
+    const data = image.data instanceof Uint8Array ? image.data : new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
+    if (data.length === pixels * 4) return { rgba: data, width: image.width, height: image.height };
+    if (data.length === pixels * 3) return { rgb: data, width: image.width, height: image.height };
+    throw new BlipError(`image: ${image.width}x${image.height} pixels need ${pixels * 4} RGBA or ${pixels * 3} RGB bytes, got ${data.length}`);
+  }
+  throw new BlipError('image: expected ImageData, a Blob or File, encoded image bytes, or an ImageEmbedding');
+}
+
+// The vision encoder's output for one image and one model; pass it in place of an image to
+// caption the same image again without encoding it twice.
+export class ImageEmbedding {
+  constructor(model, embeds, width, height, timings) {
+    this.model = model;
+    this.embeds = embeds;
+    this.width = width;
+    this.height = height;
+    this.timings = timings;
+  }
+}
+
+// A loaded model. Create it with Blip.load().
+export class BlipModel {
+  #core;
+  #model;
+
+  constructor(core, model, info) {
+    this.#core = core;
+    this.#model = model;
+    this.info = info;
+  }
+
+  get task() {
+    return this.info.task;
+  }
+
+  #handle() {
+    if (!this.#model) throw new BlipError('the model was disposed');
+    return this.#model;
+  }
+
+  // Decodes (or takes) an image, preprocesses it and runs the vision encoder.
+  async encode(image, { onProgress } = {}) {
+    if (image instanceof ImageEmbedding) {
+      if (image.model !== this) throw new BlipError('the ImageEmbedding was made by another model');
+      return image;
+    }
+    onProgress?.({ stage: 'encode' });
+    const input = await imageInput(image);
+    const result = unwrap(this.#handle().encodeImage(input));
+    return new ImageEmbedding(this, result.embeds, result.width, result.height, result.timings);
+  }
+
+  // Runs the vision encoder on preprocessed pixel values (Float32Array, [3, size, size]),
+  // as transformers' BlipImageProcessor returns them.
+  async encodePixelValues(pixelValues) {
+    if (!(pixelValues instanceof Float32Array)) throw new BlipError('pixel values must be a Float32Array');
+    const result = unwrap(this.#handle().encodePixelValues(pixelValues));
+    return new ImageEmbedding(this, result.embeds, this.info.imageSize, this.info.imageSize, result.timings);
+  }
+
+  // Writes a caption. `options`: prompt, maxLength, minLength (counted as on the command
+  // line: every token, [DEC] and prompt included), onToken({id, index, text}) for each
+  // generated token, with `text` the caption so far, and onProgress({stage}).
+  // Resolves to {text, ids, timings}.
+  async caption(image, options = {}) {
+    checkOptions(options, CAPTION_OPTIONS, 'caption');
+    const { onToken, onProgress, ...generation } = options;
+    const embedding = await this.encode(image, { onProgress });
+    onProgress?.({ stage: 'generate' });
+    const start = now();
+    const result = unwrap(this.#handle().caption(embedding.embeds, generation, () => true));
+    const generateMs = now() - start;
+    const ids = Array.from(result.ids);
+    const prefixLength = this.#prefixLength(generation.prompt);
+    if (onToken) this.#reportTokens(ids, prefixLength, onToken);
+    const generated = Math.max(1, ids.length - prefixLength);
+    return {
+      text: result.text,
+      ids,
+      timings: {
+        ...embedding.timings,
+        generateMs,
+        tokens: generated,
+        msPerToken: generateMs / generated,
+      },
+    };
+  }
+
+  // TODO: VQA, once the library has a question answering pipeline.
+  async vqa() {
+    throw new BlipError('vqa: visual question answering is not supported by this build yet');
+  }
+
+  // TODO: image-text matching, once the library has an ITM pipeline.
+  async match() {
+    throw new BlipError('match: image-text matching is not supported by this build yet');
+  }
+
+  // Token ids of `text`, [CLS] and [SEP] included, as the model's tokenizer encodes it.
+  tokenize(text) {
+    return Array.from(unwrap(this.#handle().tokenize(String(text))).ids);
+  }
+
+  // Text of token ids, special tokens skipped.
+  decode(ids) {
+    return unwrap(this.#handle().decodeIds(Int32Array.from(ids))).text;
+  }
+
+  // Frees the model's memory inside the WebAssembly module.
+  dispose() {
+    this.#model?.delete();
+    this.#model = null;
+  }
+
+  #prefixLength(prompt) {
+    // [DEC] plus the prompt's tokens without [CLS] and [SEP].
+    return prompt ? this.tokenize(prompt).length - 1 : 1;
+  }
+
+  // Calls onToken for every generated token after generation. NOTE: the library's
+  // generation loop has no streaming callback yet, so tokens arrive together at the end.
+  #reportTokens(ids, prefixLength, onToken) {
+    for (let index = prefixLength; index < ids.length; ++index) {
+      onToken({ id: ids[index], index, text: this.decode(ids.slice(0, index + 1)) });
+    }
+  }
+}
+
+export const Blip = {
+  // Parses a model file written by blip-convert. `source`: ArrayBuffer, typed array or
+  // Blob/File. The bytes are copied into WebAssembly memory; the caller may drop them.
+  async load(source, { name, onProgress, wasmUrl } = {}) {
+    onProgress?.({ stage: 'runtime' });
+    const core = await loadCore({ wasmUrl });
+    let bytes = modelBytes(source);
+    if (!bytes && isBlob(source)) {
+      onProgress?.({ stage: 'read' });
+      bytes = new Uint8Array(await source.arrayBuffer());
+      name ??= source.name;
+    }
+    if (!bytes) throw new BlipError('Blip.load: expected an ArrayBuffer, a typed array or a Blob with the model file');
+    onProgress?.({ stage: 'parse', bytes: bytes.length });
+    const model = new core.Model();
+    let result;
+    try {
+      result = unwrap(model.load(bytes, name ?? '<model>'));
+    } catch (error) {
+      model.delete();
+      throw error;
+    }
+    const info = { ...result.info, fileBytes: bytes.length, loadTimings: result.timings };
+    return new BlipModel(core, model, info);
+  },
+
+  // Facts about the WebAssembly build: {simd, cpuLevel}.
+  async buildInfo({ wasmUrl } = {}) {
+    const core = await loadCore({ wasmUrl });
+    return core.buildInfo();
+  },
+};
+
+export default Blip;
