@@ -1,4 +1,4 @@
-// Decoding steps of one row allocate no memory: the decoder state holds every buffer.
+// Decoding steps of one row allocate no memory, because the decoder state owns every buffer.
 // Counts calls to malloc by wrapping glibc's allocator, so the check runs on glibc only.
 #include <doctest/doctest.h>
 

@@ -235,14 +235,25 @@ struct BlipTextLayer {
     // Updates state.work.hidden, the `step` new tokens of every row, and stores their keys
     // and values in layer `index` of the cache after each row's cached positions.
     void forward(std::int64_t index, DecoderState& state, std::int64_t step, AttentionMode mode) const {
+        const std::int64_t tokens = state.rows() * step;
+        TextWorkspace& work = state.work;
+        self_attention(index, state, step, mode);
+        if (!state.cross_cache.empty()) cross_attention(index, state, step);
+        intermediate.forward(work.hidden.data(), tokens, work.intermediate.data());
+        output.forward(work.intermediate.data(), tokens, work.hidden.data(), work.projected.data());
+    }
+
+private:
+    // Self-attention over each row's cached positions and its new ones, then
+    // attention.output.
+    void self_attention(std::int64_t index, DecoderState& state, std::int64_t step, AttentionMode mode) const {
         TextWorkspace& work = state.work;
         const std::int64_t rows = state.rows();
         const std::int64_t tokens = rows * step;
-        const std::int64_t width = attention.self.heads * attention.self.head_dim;
+        const BlipTextSelfAttention& self = attention.self;
+        const std::int64_t width = self.heads * self.head_dim;
         float* hidden = work.hidden.data();
 
-        // Self-attention over the cached positions and the new ones.
-        const BlipTextSelfAttention& self = attention.self;
         self.query.forward(hidden, tokens, work.query.data());
         self.key.forward(hidden, tokens, work.key.data());
         self.value.forward(hidden, tokens, work.value.data());
@@ -255,7 +266,8 @@ struct BlipTextLayer {
             std::copy_n(work.key.data() + row * step * width, count, cache.keys(index, row) + start * width);
             std::copy_n(work.value.data() + row * step * width, count, cache.values(index, row) + start * width);
         }
-        detail::attention_per_row(rows, step, self.heads, self.head_dim, longest + step, work.scratch, [&](std::int64_t row) {
+
+        const auto args_of = [&](std::int64_t row) {
             const std::int64_t start = cache.length(row);
             kernels::AttentionArgs args;
             args.query = work.query.data() + row * step * width;
@@ -273,37 +285,42 @@ struct BlipTextLayer {
             args.output = work.context.data() + row * step * width;
             args.output_stride = width;
             return args;
-        });
+        };
+        detail::attention_per_row(rows, step, self.heads, self.head_dim, longest + step, work.scratch, args_of);
         attention.output.forward(work.context.data(), tokens, hidden, work.projected.data());
+    }
 
-        // Cross-attention to each row's encoder sequence, whose keys and values are cached.
-        if (!state.cross_cache.empty()) {
-            const CrossAttentionCache& cross = state.cross_cache;
-            const BlipTextSelfAttention& cross_self = crossattention.self;
-            cross_self.query.forward(hidden, tokens, work.query.data());
-            detail::attention_per_row(rows, step, cross_self.heads, cross_self.head_dim, cross.tokens(), work.scratch, [&](std::int64_t row) {
-                const std::int64_t source = state.row_source[static_cast<std::size_t>(row)];
-                kernels::AttentionArgs args;
-                args.query = work.query.data() + row * step * width;
-                args.query_rows = step;
-                args.query_stride = width;
-                args.key = cross.keys(index, source);
-                args.value = cross.values(index, source);
-                args.key_rows = cross.tokens();
-                args.key_stride = args.value_stride = width;
-                args.heads = cross_self.heads;
-                args.head_dim = cross_self.head_dim;
-                args.scaling = kernels::ScoreScaling::DivideBySqrt;
-                args.key_bias = cross.key_bias(source);
-                args.output = work.context.data() + row * step * width;
-                args.output_stride = width;
-                return args;
-            });
-            crossattention.output.forward(work.context.data(), tokens, hidden, work.projected.data());
-        }
+    // Cross-attention to each row's encoder sequence, whose keys and values are cached,
+    // then crossattention.output.
+    void cross_attention(std::int64_t index, DecoderState& state, std::int64_t step) const {
+        TextWorkspace& work = state.work;
+        const std::int64_t rows = state.rows();
+        const std::int64_t tokens = rows * step;
+        const BlipTextSelfAttention& self = crossattention.self;
+        const std::int64_t width = self.heads * self.head_dim;
+        const CrossAttentionCache& cross = state.cross_cache;
 
-        intermediate.forward(hidden, tokens, work.intermediate.data());
-        output.forward(work.intermediate.data(), tokens, hidden, work.projected.data());
+        self.query.forward(work.hidden.data(), tokens, work.query.data());
+        const auto args_of = [&](std::int64_t row) {
+            const std::int64_t source = state.row_source[static_cast<std::size_t>(row)];
+            kernels::AttentionArgs args;
+            args.query = work.query.data() + row * step * width;
+            args.query_rows = step;
+            args.query_stride = width;
+            args.key = cross.keys(index, source);
+            args.value = cross.values(index, source);
+            args.key_rows = cross.tokens();
+            args.key_stride = args.value_stride = width;
+            args.heads = self.heads;
+            args.head_dim = self.head_dim;
+            args.scaling = kernels::ScoreScaling::DivideBySqrt;
+            args.key_bias = cross.key_bias(source);
+            args.output = work.context.data() + row * step * width;
+            args.output_stride = width;
+            return args;
+        };
+        detail::attention_per_row(rows, step, self.heads, self.head_dim, cross.tokens(), work.scratch, args_of);
+        crossattention.output.forward(work.context.data(), tokens, work.hidden.data(), work.projected.data());
     }
 };
 
