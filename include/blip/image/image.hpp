@@ -68,6 +68,9 @@ inline void check_pixel_limit(std::int64_t width, std::int64_t height, const std
     if (width <= 0 || height <= 0)
         throw Error(name + ": invalid image size " + std::to_string(width) + "x" + std::to_string(height) +
                     "; width and height must be at least 1");
+    if (width > INT_MAX || height > INT_MAX)
+        throw Error(name + ": image size " + std::to_string(width) + "x" + std::to_string(height) +
+                    " is not supported; width and height must be at most " + std::to_string(INT_MAX));
     if (width > limits.max_pixels / height)
         throw Error(name + ": image is " + std::to_string(width) + "x" + std::to_string(height) +
                     " pixels, more than the limit of " + std::to_string(limits.max_pixels) +
@@ -136,10 +139,11 @@ inline ImageU8 decode_pnm(const std::uint8_t* data, std::size_t size, const std:
     const int channels = is_rgb ? 3 : 1;
     const std::size_t sample_bytes = maxval > 255 ? 2 : 1;
     const std::size_t pixel_count = static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
-    const std::size_t raster_bytes = pixel_count * channels * sample_bytes;
-    if (size - position < raster_bytes)
-        throw Error(name + ": PNM data is truncated: the raster needs " + std::to_string(raster_bytes) +
-                    " bytes but only " + std::to_string(size - position) + " follow the header");
+    const std::size_t bytes_per_pixel = static_cast<std::size_t>(channels) * sample_bytes;
+    if ((size - position) / bytes_per_pixel < pixel_count)
+        throw Error(name + ": PNM data is truncated: the raster needs " + std::to_string(pixel_count) + " pixels of " +
+                    std::to_string(bytes_per_pixel) + " bytes but only " + std::to_string(size - position) +
+                    " bytes follow the header");
 
     // Maps every possible stored sample to its 8-bit RGB value.
     std::vector<std::uint8_t> table(static_cast<std::size_t>(sample_bytes == 2 ? 65536 : 256));
