@@ -611,7 +611,8 @@ def speedups(torch_results, ours, onnx):
 
 
 def print_table(rows):
-    header = f"{'stage':<20} {'model':<6} {'thr':>3} {'reference':<12} {'ref ms':>10} {'ours ms':>10} {'speed-up':>8}"
+    header = f"{'stage':<20} {'model':<6} {'thr':>3} {'reference':<12} {'ref ms':>10} {'ours ms':>10} {'ratio':>8}"
+    print("ratio = reference / ours: the speed-up for times, the memory saving for the RSS row (values in MB)", file=sys.stderr)
     print(header, file=sys.stderr)
     for label, model, threads, tool, reference_ms, ours_ms, ratio in rows:
         ours_text = f"{ours_ms:10.1f}" if ours_ms else f"{'-':>10}"
