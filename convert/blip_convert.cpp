@@ -1,8 +1,11 @@
-// blip-convert: converts a Hugging Face BLIP model folder to a GGUF model file, or prints
-// the contents of a GGUF file (--info).
+// blip-convert: converts a BLIP checkpoint (a Hugging Face model folder, or a checkpoint
+// file such as Salesforce's original .pth) to a GGUF model file, or prints the contents of
+// a GGUF file (--info).
 #include "convert.hpp"
+#include "shipped_files_data.hpp"
 
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -10,22 +13,46 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: blip-convert HF_DIR -o FILE [--type f32|f16] [--task caption|vqa|itm] [--verbose]\n"
+    "usage: blip-convert INPUT -o FILE [--type TYPE] [--vision TYPE] [--text TYPE] [--lm-head TYPE]\n"
+    "                    [--task caption|vqa|itm] [--config NAME|FILE|DIR] [--image-size N] [--verbose]\n"
     "       blip-convert --info FILE\n"
     "\n"
-    "Converts a Hugging Face BLIP model folder (config.json, model.safetensors or\n"
-    "pytorch_model.bin, vocab.txt, tokenizer_config.json, special_tokens_map.json,\n"
-    "preprocessor_config.json, optional added_tokens.json) to one GGUF model file that\n"
-    "holds the weights, the configuration, the vocabulary and the image preprocessing.\n"
+    "Converts a BLIP checkpoint to one GGUF model file that holds the weights, the\n"
+    "configuration, the vocabulary and the image preprocessing. INPUT is either\n"
+    "  - a Hugging Face model folder: config.json, model.safetensors (or sharded\n"
+    "    model.safetensors.index.json, or pytorch_model.bin), vocab.txt,\n"
+    "    tokenizer_config.json, special_tokens_map.json, preprocessor_config.json and\n"
+    "    optional added_tokens.json; or\n"
+    "  - a checkpoint file: one of Salesforce's original .pth files (model_base_capfilt_large.pth,\n"
+    "    model_base_vqa_capfilt_large.pth, model_base_retrieval_coco.pth, model_large_caption.pth,\n"
+    "    ...), a pytorch_model.bin or a .safetensors file. Its configuration comes from --config\n"
+    "    and its vocabulary from the --config folder's vocab.txt, else from the shipped\n"
+    "    bert-base-uncased vocabulary with BLIP's [DEC] and [ENC].\n"
     "\n"
     "options:\n"
     "  -o, --output FILE   GGUF file to write; it appears only when complete\n"
-    "  --type f32|f16      element type of the Linear weights and word embeddings\n"
-    "                      (default f32); other tensors always stay f32\n"
+    "  --type TYPE         element type of the weights: f32 (default), f16, bf16, q8_0, q4_0,\n"
+    "                      q4_1, q4_k, q5_k or q6_k. Only Linear weights and word embeddings\n"
+    "                      take it; biases, norms, class and position embeddings and the patch\n"
+    "                      convolution stay f32. Rows that are not a whole number of blocks\n"
+    "                      fall back: q4_k to q4_1, q5_k and q6_k to q8_0, then to f16\n"
+    "  --vision TYPE       type of the Linear weights of the image encoder and vision_proj\n"
+    "  --text TYPE         type of the Linear weights of the text transformers, text_proj and itm_head\n"
+    "  --lm-head TYPE      type of the word embeddings, which the decoder also uses as its output\n"
+    "                      projection (default: the --text type)\n"
     "  --task TASK         caption, vqa or itm; by default detected from the tensor names\n"
     "                      (text_decoder: caption; text_encoder and text_decoder: vqa;\n"
-    "                      text_encoder and itm_head: itm)\n"
-    "  -v, --verbose       list the checkpoint tensors that the model does not use\n"
+    "                      text_encoder and itm_head: itm). Salesforce's pre-training files hold\n"
+    "                      all three and need --task\n"
+    "  --config CONFIG     checkpoint files only: base or large (the shipped configurations of\n"
+    "                      Salesforce's ViT-B and ViT-L models at 384 pixels), a config.json, or a\n"
+    "                      model folder with config.json and optionally the tokenizer files and\n"
+    "                      preprocessor_config.json. By default base or large, from the vision width\n"
+    "  --image-size N      input size in pixels per side; the position embeddings are resized by\n"
+    "                      bicubic interpolation as Salesforce's interpolate_pos_embed does. By\n"
+    "                      default the configuration's size\n"
+    "  -v, --verbose       list the checkpoint tensors that the model does not use and the tensors\n"
+    "                      stored in a fallback type\n"
     "  --info FILE         print the metadata and tensor table of a GGUF file\n"
     "  -h, --help          print this help\n"
     "\n"
@@ -38,10 +65,19 @@ struct UsageError {
 
 struct Arguments {
     blip::convert::ConvertOptions convert;
+    std::string input;
     std::string info_path;
     bool verbose = false;
     bool help = false;
 };
+
+blip::DType parse_type(const std::string& option, const std::string& name) {
+    blip::DType type = blip::DType::F32;
+    if (!blip::parse_dtype(name, type) || !blip::convert::is_weight_type(type))
+        throw UsageError{"invalid " + option + " \"" + name +
+                         "\"; expected f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q5_k or q6_k"};
+    return type;
+}
 
 Arguments parse_arguments(int argc, char** argv) {
     Arguments args;
@@ -72,15 +108,33 @@ Arguments parse_arguments(int argc, char** argv) {
         } else if (arg == "--info") {
             args.info_path = take_value();
         } else if (arg == "--type") {
-            const std::string type = take_value();
-            if (type == "f32") args.convert.type = blip::DType::F32;
-            else if (type == "f16") args.convert.type = blip::DType::F16;
-            else throw UsageError{"invalid --type \"" + type + "\"; expected f32 or f16"};
+            args.convert.type = parse_type(arg, take_value());
+        } else if (arg == "--vision") {
+            args.convert.vision_type = parse_type(arg, take_value());
+        } else if (arg == "--text") {
+            args.convert.text_type = parse_type(arg, take_value());
+        } else if (arg == "--lm-head") {
+            args.convert.token_embedding_type = parse_type(arg, take_value());
         } else if (arg == "--task") {
             const std::string task = take_value();
             if (task != "caption" && task != "vqa" && task != "itm")
                 throw UsageError{"invalid --task \"" + task + "\"; expected caption, vqa or itm"};
             args.convert.task = blip::parse_task(task, "--task");
+        } else if (arg == "--config") {
+            args.convert.config = take_value();
+            if (args.convert.config.empty()) throw UsageError{"--config needs a value: base, large, a file or a folder"};
+        } else if (arg == "--image-size") {
+            const std::string text = take_value();
+            std::size_t end = 0;
+            long long size = 0;
+            try {
+                size = std::stoll(text, &end);
+            } catch (const std::exception&) {
+                end = 0;
+            }
+            if (end == 0 || end != text.size() || size <= 0)
+                throw UsageError{"invalid --image-size \"" + text + "\"; expected a positive number of pixels"};
+            args.convert.image_size = size;
         } else if (arg.size() > 1 && arg[0] == '-') {
             throw UsageError{"unknown option " + arg};
         } else {
@@ -94,28 +148,58 @@ Arguments parse_arguments(int argc, char** argv) {
         return args;
     }
     if (positional.size() != 1)
-        throw UsageError{positional.empty() ? "no model folder given" : "more than one model folder given"};
-    args.convert.input_dir = positional.front();
+        throw UsageError{positional.empty() ? "no input given; pass a model folder or a checkpoint file"
+                                            : "more than one input given"};
+    args.input = positional.front();
     if (args.convert.output_path.empty()) throw UsageError{"no output file given; pass -o FILE"};
     return args;
 }
 
-int run(const Arguments& args) {
+// Returns "q8_0", or "vision q8_0, text q4_0, lm-head f16" when the groups differ.
+std::string describe_types(const blip::convert::TensorTypes& types) {
+    const auto name = [](blip::DType type) { return std::string(blip::dtype_name(type)); };
+    if (types.uniform()) return name(types.vision);
+    return "vision " + name(types.vision) + ", text " + name(types.text) + ", lm-head " + name(types.token_embedding);
+}
+
+int run(Arguments args) {
     if (!args.info_path.empty()) {
         blip::convert::print_info(args.info_path, std::cout);
         return 0;
     }
-    const blip::convert::ConvertReport report = blip::convert::convert_folder(args.convert);
+
+    blip::convert::ConvertReport report;
+    if (std::filesystem::is_directory(args.input)) {
+        if (!args.convert.config.empty())
+            throw blip::Error("--config applies to checkpoint files; the folder " + args.input +
+                              " has its own config.json");
+        args.convert.input_dir = args.input;
+        report = blip::convert::convert_folder(args.convert);
+    } else {
+        const blip::convert::ShippedFiles shipped{std::string(blip::convert::shipped::kBertVocabulary),
+                                                  std::string(blip::convert::shipped::kBaseConfig),
+                                                  std::string(blip::convert::shipped::kLargeConfig)};
+        args.convert.input_file = args.input;
+        args.convert.shipped = &shipped;
+        report = blip::convert::convert_checkpoint_file(args.convert);
+    }
+
     for (const std::string& warning : report.warnings) std::cerr << "blip-convert: warning: " << warning << "\n";
+    for (const std::string& note : report.notes) std::cout << "note: " << note << "\n";
     if (args.verbose) {
         for (const std::string& alias : report.aliases) std::cout << "tied tensor read from its alias: " << alias << "\n";
         for (const std::string& name : report.ignored) std::cout << "ignored tensor: " << name << "\n";
-    } else if (!report.ignored.empty()) {
-        std::cout << report.ignored.size() << " checkpoint tensors are not used by the model (--verbose lists them)\n";
+        for (const std::string& fallback : report.fallbacks) std::cout << "fallback type: " << fallback << "\n";
+    } else {
+        if (!report.ignored.empty())
+            std::cout << report.ignored.size() << " checkpoint tensors are not used by the model (--verbose lists them)\n";
+        if (!report.fallbacks.empty())
+            std::cout << report.fallbacks.size()
+                      << " tensors have rows that do not fit the requested type and use another (--verbose lists them)\n";
     }
     std::cout << "wrote " << args.convert.output_path << ": " << blip::task_name(report.task) << " model, "
-              << report.tensor_count << " tensors, " << blip::dtype_name(args.convert.type) << ", "
-              << report.tensor_bytes << " bytes of tensor data\n";
+              << report.tensor_count << " tensors, " << describe_types(report.types) << ", " << report.tensor_bytes
+              << " bytes of tensor data\n";
     return 0;
 }
 

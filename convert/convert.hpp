@@ -1,9 +1,14 @@
-// Conversion of a Hugging Face BLIP model folder to a GGUF model file, and the summary
-// that `blip-convert --info` prints. Both blip-convert and the tests call these.
+// Conversion of BLIP checkpoints to GGUF model files: Hugging Face model folders
+// (convert_folder) and bare checkpoint files such as Salesforce's original .pth files
+// (convert_checkpoint_file). Both blip-convert and the tests call these.
 #pragma once
 
 #include "checkpoint_folder.hpp"
 #include "hf_config.hpp"
+#include "info.hpp"
+#include "model_description.hpp"
+#include "original_names.hpp"
+#include "tensor_types.hpp"
 
 #include <blip/core/dtype.hpp>
 #include <blip/core/error.hpp>
@@ -15,36 +20,50 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <ostream>
 #include <set>
 #include <string>
 #include <vector>
 
 namespace blip::convert {
 
+// The largest image size that --image-size accepts, in pixels per side. 8192 pixels at
+// 16-pixel patches is a 512 x 512 grid, far beyond BLIP's 224 to 480.
+inline constexpr std::int64_t kMaxImageSize = 8192;
+
 struct ConvertOptions {
-    std::string input_dir;    // Hugging Face model folder
+    std::string input_dir;    // Hugging Face model folder, for convert_folder
+    std::string input_file;   // checkpoint file (.pth, .bin, .safetensors), for convert_checkpoint_file
     std::string output_path;  // GGUF file to write
-    DType type = DType::F32;  // F32, or F16 for the Linear weights and word embeddings
+
+    // Requested element type of every weight group that the overrides below leave unset.
+    DType type = DType::F32;
+    std::optional<DType> vision_type;           // --vision
+    std::optional<DType> text_type;             // --text
+    std::optional<DType> token_embedding_type;  // --lm-head; defaults to the text type
+
     std::optional<Task> task;  // detected from the tensor names when empty
+    // Checkpoint files only: "base", "large", a config.json or a model folder; empty
+    // infers base or large from the vision width.
+    std::string config;
+    std::int64_t image_size = 0;           // pixels per side; 0 keeps the configuration's size
+    const ShippedFiles* shipped = nullptr;  // vocabulary and configurations for checkpoint files
 };
 
 struct ConvertReport {
     Task task = Task::Caption;
+    TensorTypes types;  // the requested types
     std::size_t tensor_count = 0;
     std::uint64_t tensor_bytes = 0;
-    std::vector<std::string> ignored;   // checkpoint tensors that the model does not use
-    std::vector<std::string> aliases;   // "stored <- alias" for tied tensors read under their alias
+    std::vector<std::string> ignored;    // checkpoint tensors that the model does not use
+    std::vector<std::string> aliases;    // "stored <- alias" for tied tensors read under their alias
+    std::vector<std::string> fallbacks;  // tensors stored in another type than requested, and why
+    std::vector<std::string> notes;      // what the converter inferred or changed without an option
     std::vector<std::string> warnings;
 };
-
-// Key of llama.cpp's file type: 0 = all F32, 1 = mostly F16.
-inline constexpr const char* kFileTypeKey = "general.file_type";
 
 // Encodes `value` as IEEE 754 binary16 with round-to-nearest-even. Values that round
 // beyond 65504 become infinity; NaN stays NaN.
@@ -142,9 +161,10 @@ struct TensorSource {
     const SourceTensor* tensor = nullptr;
 };
 
-inline std::string describe_problems(const std::string& source, const std::vector<std::string>& problems) {
+inline std::string describe_problems(const std::string& source, const std::vector<std::string>& problems,
+                                     const std::string& config_name) {
     if (problems.size() == 1) return source + ": " + problems.front();
-    std::string message = source + ": " + std::to_string(problems.size()) + " tensors do not match config.json:";
+    std::string message = source + ": " + std::to_string(problems.size()) + " tensors do not match " + config_name + ":";
     const std::size_t listed_count = std::min<std::size_t>(problems.size(), 10);
     for (std::size_t i = 0; i < listed_count; ++i) message += "\n  " + problems[i];
     if (problems.size() > listed_count)
@@ -154,9 +174,10 @@ inline std::string describe_problems(const std::string& source, const std::vecto
 
 // Matches every expected tensor with a checkpoint tensor and checks dtype and shape.
 // Unused checkpoint tensors go to `report.ignored`, unless they look like part of the
-// model (a layer that the configuration does not have), which is an error.
+// model (a layer that the configuration does not have), which is an error. `config_name`
+// names the configuration in messages ("config.json").
 inline std::vector<TensorSource> match_tensors(const Checkpoint& checkpoint, const std::vector<ExpectedTensor>& expected,
-                                               Task task, ConvertReport& report) {
+                                               Task task, const std::string& config_name, ConvertReport& report) {
     std::map<std::string, std::string> alias_of;
     for (const TiedTensor& tied : tied_tensors(task)) alias_of[tied.name] = tied.alias;
     std::set<std::string> used;
@@ -202,33 +223,115 @@ inline std::vector<TensorSource> match_tensors(const Checkpoint& checkpoint, con
         if (used.count(tensor.name)) continue;
         if (patterns.count(tensor_name_pattern(tensor.name)) && !is_derived_buffer(tensor.name)) {
             problems.push_back("unexpected tensor " + tensor.name + " " + format_shape(tensor.shape) +
-                               ": a layer that config.json does not have (check num_hidden_layers)");
+                               ": a layer that " + config_name + " does not have (check num_hidden_layers)");
             continue;
         }
         report.ignored.push_back(tensor.name);
     }
-    if (!problems.empty()) throw Error(describe_problems(checkpoint.source, problems));
+    if (!problems.empty()) throw Error(describe_problems(checkpoint.source, problems, config_name));
     return sources;
 }
 
-// Encodes one tensor as `type`, or as F32 where `type` is F16 but the role keeps F32.
-inline DType encode_tensor(const TensorSource& source, DType type, std::vector<std::uint8_t>& bytes) {
-    const std::vector<float> values = source.tensor->to_f32();
-    const bool half = type == DType::F16 && source.expected->role != TensorRole::Other;
-    if (!half) {
-        bytes.resize(values.size() * 4);
-        if (!values.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
-        return DType::F32;
+inline TensorTypes resolve_types(const ConvertOptions& options) {
+    TensorTypes types;
+    types.vision = options.vision_type.value_or(options.type);
+    types.text = options.text_type.value_or(options.type);
+    types.token_embedding = options.token_embedding_type.value_or(types.text);
+    for (const DType type : {types.vision, types.text, types.token_embedding}) {
+        if (!is_weight_type(type))
+            throw Error("output type " + std::string(dtype_name(type)) +
+                        " is not a weight type; use f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q5_k or q6_k");
     }
-    bytes.resize(values.size() * 2);
-    for (std::size_t i = 0; i < values.size(); ++i) {
-        const std::uint16_t bits = float_to_half(values[i]);
-        if ((bits & 0x7fffu) == 0x7c00u && std::isfinite(values[i]))
-            throw Error("tensor " + source.tensor->name + ": value " + std::to_string(values[i]) + " at index " +
-                        std::to_string(i) + " exceeds the f16 range (65504); convert with --type f32");
-        std::memcpy(bytes.data() + 2 * i, &bits, 2);
+    return types;
+}
+
+// Returns the side of the square patch grid of a position embedding [1, 1 + g*g, D], or 0
+// when the shape is not of that form.
+inline std::int64_t position_grid(const SourceTensor& position) {
+    if (position.shape.size() != 3 || position.shape[1] < 2) return 0;
+    const std::int64_t positions = position.shape[1] - 1;
+    const auto grid = static_cast<std::int64_t>(std::llround(std::sqrt(static_cast<double>(positions))));
+    return grid * grid == positions ? grid : 0;
+}
+
+// Checks an --image-size value against the configuration's patch size.
+inline void check_image_size(std::int64_t image_size, const VisionConfig& vision) {
+    if (image_size < vision.patch_size || image_size > kMaxImageSize || image_size % vision.patch_size != 0)
+        throw Error("image size " + std::to_string(image_size) + " must be a multiple of the patch size " +
+                    std::to_string(vision.patch_size) + " between " + std::to_string(vision.patch_size) + " and " +
+                    std::to_string(kMaxImageSize));
+}
+
+// Sets the model's input size to `image_size` pixels per side, for the vision tower and
+// the image preprocessing alike.
+inline void set_image_size(BlipConfig& config, std::int64_t image_size) {
+    config.vision.image_size = image_size;
+    config.preprocess.height = config.preprocess.width = image_size;
+}
+
+inline std::string resize_note(std::int64_t old_grid, std::int64_t new_grid, std::int64_t patch_size) {
+    return "position embedding resized from " + std::to_string(old_grid) + "x" + std::to_string(old_grid) + " to " +
+           std::to_string(new_grid) + "x" + std::to_string(new_grid) + " patches (image size " +
+           std::to_string(old_grid * patch_size) + " to " + std::to_string(new_grid * patch_size) +
+           " pixels) by bicubic interpolation";
+}
+
+// The origin of a model's configuration, for messages: `path` leads errors about its
+// values and `name` ends "N tensors do not match NAME".
+struct ConfigSource {
+    std::string path;
+    std::string name;
+};
+
+// Writes the model file: the configuration and vocabulary of `model`, and the tensors of
+// `checkpoint` (transformers names) that the model of `model.config.task` reads, each in
+// its storage_type. The output appears only when complete.
+inline void write_model_file(const HfModel& model, const Checkpoint& checkpoint, const TensorTypes& types,
+                             const std::string& output_path, const ConfigSource& config_source,
+                             ConvertReport& report) {
+    const BlipConfig& config = model.config;
+    const std::string& config_name = config_source.name;
+    report.task = config.task;
+    report.types = types;
+    check_task_widths(config, config_source.path);
+    check_metadata(config, checkpoint.source);
+
+    const std::vector<ExpectedTensor> expected = expected_tensors(config);
+    const std::vector<TensorSource> sources = match_tensors(checkpoint, expected, config.task, config_name, report);
+
+    gguf::Writer writer;
+    write_config(writer, config);
+    write_vocabulary(writer, model.vocabulary);
+    // A file whose groups were requested in different types has no llama.cpp file type.
+    if (types.uniform()) {
+        if (const auto file_type = llama_file_type(types.vision)) writer.set_u32(kFileTypeKey, *file_type);
     }
-    return DType::F16;
+    bool has_block_type = false;
+    for (const TensorSource& source : sources) {
+        const ExpectedTensor& tensor = *source.expected;
+        const DType requested = types.of(tensor_group(tensor));
+        const DType type = storage_type(tensor, types);
+        if (type != requested && requested != DType::F32)
+            report.fallbacks.push_back(tensor.name + ": " + std::string(dtype_name(type)) + " instead of " +
+                                       std::string(dtype_name(requested)) + " (rows of " +
+                                       std::to_string(tensor.shape.back()) + " values are not a multiple of its " +
+                                       std::to_string(dtype_traits(requested).block_size) + "-value blocks)");
+        has_block_type = has_block_type || is_block_type(type);
+        std::vector<std::uint8_t> bytes = encode_values(tensor.name, source.tensor->to_f32(), tensor.shape, type);
+        report.tensor_bytes += bytes.size();
+        writer.add_tensor(tensor.name, type, tensor.shape, std::move(bytes));
+    }
+    if (has_block_type) writer.set_u32(kQuantizationVersionKey, kQuantizationVersion);
+    report.tensor_count = writer.tensor_count();
+    writer.write_file(output_path);
+}
+
+// Returns whether the checkpoint uses the names of Salesforce's original code.
+inline bool has_original_names(const Checkpoint& checkpoint) {
+    for (const SourceTensor& tensor : checkpoint.tensors()) {
+        if (has_prefix(tensor.name, "visual_encoder.")) return true;
+    }
+    return false;
 }
 
 }  // namespace detail
@@ -236,137 +339,94 @@ inline DType encode_tensor(const TensorSource& source, DType type, std::vector<s
 // Converts the model folder `options.input_dir` to `options.output_path`. The output
 // appears only when complete. If conversion throws, no output file is created or changed.
 inline ConvertReport convert_folder(const ConvertOptions& options) {
-    if (options.type != DType::F32 && options.type != DType::F16)
-        throw Error("output type " + std::string(dtype_name(options.type)) + " is not supported; use f32 or f16");
+    const TensorTypes types = detail::resolve_types(options);
     detail::check_output_path(options.output_path);
 
     HfModel model = read_hf_folder(options.input_dir);
     ConvertReport report;
     report.warnings = model.warnings;
-    const Checkpoint checkpoint = read_checkpoint_folder(options.input_dir);
+    Checkpoint checkpoint = read_checkpoint_folder(options.input_dir);
 
     BlipConfig& config = model.config;
     config.task = options.task ? *options.task : detail::detect_task(checkpoint, model.architecture_task);
-    report.task = config.task;
-    detail::check_task_widths(config, options.input_dir + "/config.json");
-    detail::check_metadata(config, options.input_dir);
-
-    const std::vector<ExpectedTensor> expected = expected_tensors(config);
-    const std::vector<detail::TensorSource> sources = detail::match_tensors(checkpoint, expected, config.task, report);
-
-    gguf::Writer writer;
-    write_config(writer, config);
-    detail::write_vocabulary(writer, model.vocabulary);
-    writer.set_u32(kFileTypeKey, options.type == DType::F16 ? 1 : 0);
-    for (const detail::TensorSource& source : sources) {
-        std::vector<std::uint8_t> bytes;
-        const DType type = detail::encode_tensor(source, options.type, bytes);
-        report.tensor_bytes += bytes.size();
-        writer.add_tensor(source.expected->name, type, source.expected->shape, std::move(bytes));
+    if (options.image_size > 0 && options.image_size != config.vision.image_size) {
+        detail::check_image_size(options.image_size, config.vision);
+        // Resize only an embedding that fits config.json, so that a mismatch is still reported.
+        const char* name = "vision_model.embeddings.position_embedding";
+        const SourceTensor* position = checkpoint.find(name);
+        const std::int64_t new_grid = options.image_size / config.vision.patch_size;
+        if (position && position->shape == std::vector<std::int64_t>{1, config.vision.num_positions(),
+                                                                      config.vision.hidden_size}) {
+            report.notes.push_back(detail::resize_note(detail::position_grid(*position), new_grid,
+                                                       config.vision.patch_size));
+            checkpoint = resize_position_embedding(std::move(checkpoint), name, new_grid);
+            detail::set_image_size(config, options.image_size);
+        }
     }
-    report.tensor_count = writer.tensor_count();
-    writer.write_file(options.output_path);
+    detail::write_model_file(model, checkpoint, types, options.output_path,
+                             {options.input_dir + "/config.json", "config.json"}, report);
     return report;
 }
 
-namespace detail {
+// Converts the checkpoint file `options.input_file`: a Salesforce .pth with the original
+// names, or a pytorch_model.bin or .safetensors file with transformers names, with the
+// configuration that `options.config` names (see describe_checkpoint_file). The position
+// embedding is resized to the configured image size (or options.image_size) when the
+// checkpoint stores another grid, as Salesforce's loader does. The output appears only
+// when complete.
+inline ConvertReport convert_checkpoint_file(const ConvertOptions& options) {
+    namespace fs = std::filesystem;
+    const TensorTypes types = detail::resolve_types(options);
+    detail::check_output_path(options.output_path);
+    if (options.input_file.empty()) throw Error("no checkpoint file given");
+    if (fs::is_directory(options.input_file))
+        throw Error(options.input_file + " is a folder; convert it with convert_folder");
 
-inline std::string quote(const std::string& text) {
-    std::string out = "\"";
-    for (const char c : text) {
-        const auto byte = static_cast<unsigned char>(c);
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (byte < 0x20) {
-            static const char* hex = "0123456789abcdef";
-            out += "\\x";
-            out += hex[byte >> 4];
-            out += hex[byte & 15];
-        } else {
-            out += c;
-        }
+    ConvertReport report;
+    Checkpoint checkpoint = read_checkpoint_file(options.input_file);
+    const bool original = detail::has_original_names(checkpoint);
+    std::string config_choice = options.config;
+    if (config_choice.empty()) {
+        config_choice = detail::infer_config_name(checkpoint);
+        report.notes.push_back("configuration: " + config_choice +
+                               " (inferred from the vision width; pass --config to choose)");
     }
-    return out + "\"";
-}
+    HfModel model = describe_checkpoint_file(config_choice, checkpoint, options.shipped);
+    report.warnings = model.warnings;
+    BlipConfig& config = model.config;
+    const std::string config_name = config_choice == "base" || config_choice == "large"
+                                        ? "the shipped configuration \"" + config_choice + "\""
+                                        : config_choice;
 
-inline std::string format_scalar(const gguf::Value& value) {
-    using gguf::ValueType;
-    switch (value.type) {
-        case ValueType::U8: case ValueType::U16: case ValueType::U32: case ValueType::U64:
-            return std::to_string(value.u);
-        case ValueType::I8: case ValueType::I16: case ValueType::I32: case ValueType::I64:
-            return std::to_string(value.i);
-        case ValueType::F32: case ValueType::F64: {
-            char text[32];
-            std::snprintf(text, sizeof text, "%.9g", value.f);
-            return text;
-        }
-        case ValueType::Bool: return value.u ? "true" : "false";
-        case ValueType::String: return quote(value.s);
-        case ValueType::Array: return "array";
-    }
-    return "?";
-}
-
-// Formats a metadata value; arrays show their item type, length and first items.
-inline std::string format_value(const gguf::Value& value) {
-    if (value.type != gguf::ValueType::Array) return format_scalar(value);
-    constexpr std::size_t kShownItems = 8;
-    std::string text = std::string("[") + gguf::value_type_name(value.array_type) + " x " +
-                       std::to_string(value.items.size()) + "]";
-    if (value.items.empty()) return text;
-    text += " ";
-    for (std::size_t i = 0; i < std::min(value.items.size(), kShownItems); ++i) {
-        if (i) text += ", ";
-        text += format_scalar(value.items[i]);
-    }
-    if (value.items.size() > kShownItems) text += ", ...";
-    return text;
-}
-
-inline std::string pad_right(const std::string& text, std::size_t width) {
-    return text.size() >= width ? text : text + std::string(width - text.size(), ' ');
-}
-
-}  // namespace detail
-
-// Prints the metadata and tensor table of the GGUF file at `path`.
-inline void print_info(const std::string& path, std::ostream& out) {
-    const auto file = gguf::File::open(path);
-    out << path << ": GGUF version " << file->version() << ", " << file->file_size() << " bytes, alignment "
-        << file->alignment() << "\n\n";
-
-    out << "metadata (" << file->metadata().size() << " keys):\n";
-    std::size_t key_width = 0;
-    for (const auto& [key, value] : file->metadata()) key_width = std::max(key_width, key.size());
-    for (const auto& [key, value] : file->metadata()) {
-        const std::string type = value.type == gguf::ValueType::Array ? "array" : gguf::value_type_name(value.type);
-        out << "  " << detail::pad_right(key, key_width) << "  " << detail::pad_right(type, 6) << "  "
-            << detail::format_value(value) << "\n";
+    if (options.task) {
+        config.task = *options.task;
+    } else {
+        config.task = detail::detect_task(checkpoint, std::nullopt);
+        report.notes.push_back(std::string("task: ") + task_name(config.task) +
+                               " (inferred from the checkpoint's modules; pass --task to choose)");
     }
 
-    out << "\ntensors (" << file->tensors().size() << "):\n";
-    std::size_t name_width = 4;
-    for (const auto& tensor : file->tensors()) name_width = std::max(name_width, tensor.name.size());
-    out << "  " << detail::pad_right("name", name_width) << "  type  " << detail::pad_right("shape", 20) << "  bytes\n";
-    std::uint64_t total_bytes = 0, total_elements = 0;
-    std::map<std::string, std::size_t> count_by_type;
-    for (const auto& tensor : file->tensors()) {
-        out << "  " << detail::pad_right(tensor.name, name_width) << "  "
-            << detail::pad_right(std::string(dtype_name(tensor.type)), 4) << "  "
-            << detail::pad_right(gguf::shape_string(tensor.shape), 20) << "  " << tensor.nbytes << "\n";
-        total_bytes += tensor.nbytes;
-        total_elements += static_cast<std::uint64_t>(tensor.numel());
-        ++count_by_type[std::string(dtype_name(tensor.type))];
+    const std::int64_t image_size = options.image_size > 0 ? options.image_size : config.vision.image_size;
+    detail::check_image_size(image_size, config.vision);
+    const std::int64_t new_grid = image_size / config.vision.patch_size;
+    const char* position_name = original ? "visual_encoder.pos_embed" : "vision_model.embeddings.position_embedding";
+    const SourceTensor* position = checkpoint.find(position_name);
+    if (!position) throw Error(options.input_file + ": no position embedding " + std::string(position_name));
+    const std::int64_t stored_grid = detail::position_grid(*position);
+    if (stored_grid == 0)
+        throw Error(options.input_file + ": position embedding " + position->name + " has shape " +
+                    detail::format_shape(position->shape) + ", expected [1, 1 + grid^2, width]");
+    if (stored_grid != new_grid)
+        report.notes.push_back(detail::resize_note(stored_grid, new_grid, config.vision.patch_size));
+
+    if (original) {
+        checkpoint = map_original_names(std::move(checkpoint), config.task, &report.ignored, image_size);
+    } else {
+        checkpoint = resize_position_embedding(std::move(checkpoint), position_name, new_grid);
     }
-    out << "\ntotal: " << file->tensors().size() << " tensors (";
-    bool first = true;
-    for (const auto& [type, count] : count_by_type) {
-        out << (first ? "" : ", ") << count << " " << type;
-        first = false;
-    }
-    out << "), " << total_elements << " parameters, " << total_bytes << " bytes of tensor data\n";
+    detail::set_image_size(config, image_size);
+    detail::write_model_file(model, checkpoint, types, options.output_path, {config_name, config_name}, report);
+    return report;
 }
 
 }  // namespace blip::convert

@@ -232,14 +232,14 @@ struct ConfigTokenIds {
     std::optional<std::int64_t> bos, sep, pad;
 };
 
-// Reads config.json into `model.config` (model sizes) and `model.architecture_task`, and
-// returns the token ids of its text_config.
-inline ConfigTokenIds parse_model_config(const fs::path& path, HfModel& model) {
-    const Json json = read_json_file(path);
-    const JsonObject root(json, path.string());
+// Reads the contents of a config.json into `model.config` (model sizes) and
+// `model.architecture_task`, and returns the token ids of its text_config. `source` names
+// the file in messages.
+inline ConfigTokenIds parse_model_config(const Json& json, const std::string& source, HfModel& model) {
+    const JsonObject root(json, source);
     const std::string model_type = root.string("model_type", "blip");
     if (model_type != "blip")
-        throw Error(path.string() + ": model_type is \"" + model_type +
+        throw Error(source + ": model_type is \"" + model_type +
                     "\", expected \"blip\" (this converter reads BLIP models only, not BLIP-2)");
     if (const Json* architectures = root.find("architectures")) {
         if (!architectures->is_array()) throw root.invalid("architectures", *architectures, "a list of class names");
@@ -268,11 +268,13 @@ inline ConfigTokenIds parse_model_config(const fs::path& path, HfModel& model) {
     return ids;
 }
 
-// Reads vocab.txt as BertTokenizer does: one token per line, the line break removed.
-inline std::vector<std::string> read_vocab_txt(const fs::path& path) {
-    if (!fs::exists(path))
-        throw Error(path.string() + " not found: the folder needs the WordPiece vocabulary of its BertTokenizer");
-    const std::string text = read_text_file(path);
+inline ConfigTokenIds parse_model_config(const fs::path& path, HfModel& model) {
+    return parse_model_config(read_json_file(path), path.string(), model);
+}
+
+// Splits the contents of a vocab.txt as BertTokenizer does: one token per line, the line
+// break removed.
+inline std::vector<std::string> split_vocab_lines(const std::string& text) {
     std::vector<std::string> tokens;
     std::size_t start = 0;
     while (start < text.size()) {
@@ -281,6 +283,13 @@ inline std::vector<std::string> read_vocab_txt(const fs::path& path) {
         tokens.push_back(text.substr(start, end - start));
         start = end + 1;
     }
+    return tokens;
+}
+
+inline std::vector<std::string> read_vocab_txt(const fs::path& path) {
+    if (!fs::exists(path))
+        throw Error(path.string() + " not found: the folder needs the WordPiece vocabulary of its BertTokenizer");
+    std::vector<std::string> tokens = split_vocab_lines(read_text_file(path));
     if (tokens.empty()) throw Error(path.string() + ": empty vocabulary");
     return tokens;
 }

@@ -157,6 +157,35 @@ inline std::vector<float> interpolate_position_embedding(const SourceTensor& pos
     return result;
 }
 
+// Returns `checkpoint` with its position embedding `name` ([1, 1 + g*g, D]) resized to a
+// new_grid x new_grid grid by interpolate_position_embedding, in the same place of the
+// tensor order. A grid of that size already is returned unchanged.
+inline Checkpoint resize_position_embedding(Checkpoint checkpoint, const std::string& name, std::int64_t new_grid) {
+    const SourceTensor* position = checkpoint.find(name);
+    if (!position) throw Error(checkpoint.source + ": no tensor " + name + " to resize");
+    if (position->shape.size() == 3 && position->shape[1] == 1 + new_grid * new_grid) return checkpoint;
+
+    // Rebuild the checkpoint with the resized position embedding in the same place.
+    std::vector<float> resized = interpolate_position_embedding(*position, new_grid);
+    std::vector<std::uint8_t> bytes(resized.size() * sizeof(float));
+    std::memcpy(bytes.data(), resized.data(), bytes.size());
+    Checkpoint rebuilt;
+    rebuilt.source = checkpoint.source;
+    rebuilt.keep_alive_buffers_of(checkpoint);
+    const std::uint8_t* data = rebuilt.store(std::move(bytes));
+    for (const SourceTensor& tensor : checkpoint.tensors()) {
+        SourceTensor copy = tensor;
+        if (copy.name == position->name) {
+            copy.dtype = SourceDType::F32;
+            copy.shape = {1, 1 + new_grid * new_grid, position->shape[2]};
+            copy.data = data;
+            copy.nbytes = resized.size() * sizeof(float);
+        }
+        rebuilt.add(std::move(copy));
+    }
+    return rebuilt;
+}
+
 // Renames the tensors of a Salesforce original checkpoint to transformers names for
 // `task` and drops those the task does not use, listing their original names in
 // `ignored` when it is not null. Throws if a `visual_encoder` tensor has no
@@ -224,28 +253,7 @@ inline Checkpoint map_original_names(Checkpoint original, Task task, std::vector
                     std::to_string(patch_size) + " of " + original.source);
     const std::int64_t new_grid = image_size / patch_size;
 
-    const SourceTensor* position = result.find("vision_model.embeddings.position_embedding");
-    if (position->shape.size() == 3 && position->shape[1] == 1 + new_grid * new_grid) return result;
-
-    // Rebuild the checkpoint with the resized position embedding in the same place.
-    std::vector<float> resized = interpolate_position_embedding(*position, new_grid);
-    std::vector<std::uint8_t> bytes(resized.size() * sizeof(float));
-    std::memcpy(bytes.data(), resized.data(), bytes.size());
-    Checkpoint rebuilt;
-    rebuilt.source = result.source;
-    rebuilt.keep_alive_buffers_of(result);
-    const std::uint8_t* data = rebuilt.store(std::move(bytes));
-    for (const SourceTensor& tensor : result.tensors()) {
-        SourceTensor copy = tensor;
-        if (copy.name == position->name) {
-            copy.dtype = SourceDType::F32;
-            copy.shape = {1, 1 + new_grid * new_grid, position->shape[2]};
-            copy.data = data;
-            copy.nbytes = resized.size() * sizeof(float);
-        }
-        rebuilt.add(std::move(copy));
-    }
-    return rebuilt;
+    return resize_position_embedding(std::move(result), "vision_model.embeddings.position_embedding", new_grid);
 }
 
 }  // namespace blip::convert
