@@ -1,0 +1,243 @@
+// The web page in headless Chromium: served from the repository root on 127.0.0.1, it loads
+// the demo model, captions images from the file picker, drag and drop and a fake camera,
+// and must show the same caption as blip.mjs under Node. Screenshots go to
+// <BLIP_WASM_BUILD>/artifacts.
+//
+// Environment, besides those of support.mjs:
+//   BLIP_CHROMIUM  the browser (default /usr/bin/chromium, Debian's chromium package)
+
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  artifactsDir, distDir, goldenAvailable, goldenDir, goldenSkipReason, importBlip, readJson, repoRoot, tinyModel,
+} from './support.mjs';
+
+const chromiumPath = process.env.BLIP_CHROMIUM || '/usr/bin/chromium';
+const PAGE_TIMEOUT_MS = 120_000;
+// The page's default caption options (the maxLength and minLength fields).
+const PAGE_CAPTION_OPTIONS = { maxLength: 30, minLength: 0 };
+
+const MIME_TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.gguf': 'application/octet-stream',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+};
+
+// The demo caption model: models/demo-caption.gguf once it is committed, the converted tiny
+// golden model until then.
+function demoCaptionModel() {
+  const committed = path.join(repoRoot, 'models', 'demo-caption.gguf');
+  return existsSync(committed) ? { file: committed, isTiny: false } : { file: tinyModel('tiny-caption'), isTiny: true };
+}
+
+// Serves the repository root, with the page's blip/ folder taken from the build and the demo
+// model from demoCaptionModel(). Paths outside the root are rejected.
+function startServer(demoModel) {
+  const requests = [];
+  const routes = new Map([
+    ['/models/demo-caption.gguf', demoModel.file],
+  ]);
+  const server = createServer((request, response) => {
+    requests.push(request.url);
+    const urlPath = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
+    let file = routes.get(urlPath);
+    if (!file && urlPath.startsWith('/examples/web/blip/')) file = path.join(distDir, urlPath.slice('/examples/web/blip/'.length));
+    if (!file && urlPath.startsWith('/test-images/')) file = path.join(goldenDir, 'images', urlPath.slice('/test-images/'.length));
+    if (!file) file = path.join(repoRoot, urlPath);
+    const resolved = path.resolve(file);
+    const allowed = [repoRoot, distDir, path.join(goldenDir, 'images')].some((root) => resolved.startsWith(root + path.sep));
+    if (!allowed || !existsSync(resolved) || !statSync(resolved).isFile()) {
+      response.writeHead(404, { 'Content-Type': 'text/plain' });
+      response.end(`not found: ${urlPath}`);
+      return;
+    }
+    const body = readFileSync(resolved);
+    response.writeHead(200, {
+      'Content-Type': MIME_TYPES[path.extname(resolved)] ?? 'application/octet-stream',
+      'Content-Length': body.length,
+      'Cache-Control': 'no-store',
+    });
+    response.end(body);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve({ server, requests, origin: `http://127.0.0.1:${server.address().port}` }));
+  });
+}
+
+const chromiumSkip = !existsSync(chromiumPath) ? `${chromiumPath} not found (install Debian's chromium or set BLIP_CHROMIUM)` : false;
+
+describe('web page in Chromium', { skip: goldenAvailable ? chromiumSkip : goldenSkipReason }, () => {
+  let chromium;
+  let browser;
+  let page;
+  let served;
+  let demo;
+  let Blip;
+  const browserRequests = [];
+  const failedRequests = [];
+  const pageErrors = [];
+
+  const imagePath = (name) => path.join(goldenDir, 'images', name);
+
+  // The caption blip.mjs writes under Node for the same model file, image and options.
+  async function expectedCaption(modelFile, image) {
+    const model = await Blip.load(readFileSync(modelFile));
+    try {
+      return (await model.caption(image, PAGE_CAPTION_OPTIONS)).text;
+    } finally {
+      model.dispose();
+    }
+  }
+
+  // Waits until #caption leaves the running state and returns its final state and text.
+  async function captionResult() {
+    await page.waitForFunction(() => {
+      const state = document.getElementById('caption').dataset.state;
+      return (state === 'done' || state === 'error') && document.body.dataset.state === 'ready';
+    }, null, { timeout: PAGE_TIMEOUT_MS });
+    return page.$eval('#caption', (element) => ({ state: element.dataset.state, text: element.textContent }));
+  }
+
+  async function resetCaption() {
+    await page.$eval('#caption', (element) => {
+      element.dataset.state = 'idle';
+    });
+  }
+
+  async function screenshot(name) {
+    mkdirSync(artifactsDir, { recursive: true });
+    await page.screenshot({ path: path.join(artifactsDir, name), fullPage: true });
+  }
+
+  before(async () => {
+    ({ chromium } = await import('playwright-core'));
+    ({ Blip } = await importBlip());
+    demo = demoCaptionModel();
+    served = await startServer(demo);
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        // A generated camera picture, allowed without a prompt.
+        '--use-fake-device-for-media-stream',
+        '--use-fake-ui-for-media-stream',
+      ],
+    });
+    const context = await browser.newContext({ viewport: { width: 1000, height: 900 } });
+    context.on('request', (request) => browserRequests.push(request.url()));
+    context.on('requestfailed', (request) => failedRequests.push(`${request.url()}: ${request.failure()?.errorText}`));
+    page = await context.newPage();
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    page.on('console', (message) => {
+      if (message.type() === 'error') pageErrors.push(message.text());
+    });
+    await page.goto(`${served.origin}/examples/web/index.html`);
+  });
+
+  after(async () => {
+    await browser?.close();
+    served?.server.close();
+  });
+
+  test('WebAssembly starts with SIMD', async () => {
+    const build = page.locator('#timings dt', { hasText: 'WebAssembly build' }).locator('xpath=following-sibling::dd[1]');
+    await build.waitFor({ timeout: PAGE_TIMEOUT_MS });
+    assert.match(await build.textContent(), /SIMD on/);
+  });
+
+  test('demo model captions a chosen image', async () => {
+    await page.click('#demo-caption');
+    await page.waitForFunction(() => /^(Loaded|Could not load)/.test(document.getElementById('model-status').textContent),
+      null, { timeout: PAGE_TIMEOUT_MS });
+    assert.match(await page.textContent('#model-status'), /^Loaded demo-caption\.gguf/);
+
+    await resetCaption();
+    await page.setInputFiles('#image-file', imagePath('cats.png'));
+    const caption = await captionResult();
+    assert.equal(caption.state, 'done', caption.text);
+    assert.equal(caption.text, await expectedCaption(demo.file, readFileSync(imagePath('cats.png'))));
+    if (demo.isTiny) {
+      const cases = readJson(path.join(goldenDir, 'expected', 'tiny-caption.json')).cases;
+      assert.equal(caption.text, cases.find((item) => item.image === 'cats.png').decoded_greedy);
+    }
+    assert.match(await page.textContent('#timings'), /Vision encoder/);
+    assert.match(await page.textContent('#timings'), /per token/);
+    await screenshot('page-caption.png');
+  });
+
+  test('dropped image captioned', async () => {
+    await resetCaption();
+    const dataTransfer = await page.evaluateHandle(async () => {
+      const blob = await (await fetch('/test-images/bike.jpg')).blob();
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([blob], 'bike.jpg', { type: 'image/jpeg' }));
+      return transfer;
+    });
+    await page.dispatchEvent('#drop-zone', 'drop', { dataTransfer });
+    const caption = await captionResult();
+    assert.equal(caption.state, 'done', caption.text);
+    assert.equal(caption.text, await expectedCaption(demo.file, readFileSync(imagePath('bike.jpg'))));
+    assert.match(await page.textContent('#image-status'), /bike\.jpg/);
+  });
+
+  test('camera picture captioned', async () => {
+    await page.click('#camera-start');
+    await page.waitForFunction(() => document.getElementById('camera').videoWidth > 0, null, { timeout: PAGE_TIMEOUT_MS });
+    await resetCaption();
+    await page.click('#camera-capture');
+    const caption = await captionResult();
+    assert.equal(caption.state, 'done', caption.text);
+    assert.ok(caption.text.length > 0, 'the camera picture got an empty caption');
+    assert.match(await page.textContent('#image-status'), /Camera picture/);
+    await screenshot('page-camera.png');
+  });
+
+  test('model file from the picker', async () => {
+    const tiny = tinyModel('tiny-caption');
+    await page.setInputFiles('#model-file', tiny);
+    await page.waitForFunction(() => /^(Loaded|Could not load) tiny-caption/.test(document.getElementById('model-status').textContent),
+      null, { timeout: PAGE_TIMEOUT_MS });
+    assert.match(await page.textContent('#model-status'), /^Loaded tiny-caption\.gguf/);
+    await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: PAGE_TIMEOUT_MS });
+
+    await resetCaption();
+    await page.setInputFiles('#image-file', imagePath('coco4016.png'));
+    const caption = await captionResult();
+    const cases = readJson(path.join(goldenDir, 'expected', 'tiny-caption.json')).cases;
+    const expected = await expectedCaption(tiny, readFileSync(imagePath('coco4016.png')));
+    assert.equal(caption.text, expected);
+    // The golden greedy case runs to 40 tokens and the page stops at 30, so only a prefix matches.
+    assert.ok(cases.find((item) => item.image === 'coco4016.png').decoded_greedy.startsWith(expected));
+  });
+
+  test('invalid model file reported', async () => {
+    await page.setInputFiles('#model-file', { name: 'broken.gguf', mimeType: 'application/octet-stream', buffer: Buffer.from('GGUF but not really') });
+    await page.waitForFunction(() => /broken\.gguf/.test(document.getElementById('model-status').textContent), null, { timeout: PAGE_TIMEOUT_MS });
+    const status = await page.textContent('#model-status');
+    assert.match(status, /^Could not load broken\.gguf: broken\.gguf: /);
+  });
+
+  test('no request to other hosts', () => {
+    const foreign = browserRequests.filter((url) => !url.startsWith(served.origin + '/') && !/^(blob|data):/.test(url));
+    assert.deepEqual(foreign, []);
+    assert.ok(served.requests.includes('/examples/web/blip/blip-core.wasm'), 'the page did not load blip-core.wasm from the test server');
+    assert.deepEqual(failedRequests, []);
+  });
+
+  test('no page errors', () => {
+    assert.deepEqual(pageErrors, []);
+  });
+});
