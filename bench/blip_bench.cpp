@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -54,7 +55,7 @@ struct Options {
     int tokens = 30;
     bool json_output = false;
     std::string output_path;
-    std::string work_dir;
+    std::string work_dir;  // empty: a new temporary folder, removed at the end
     std::string image;
     bool limits_only = false;
     // Set only in the child processes that the parent starts.
@@ -62,6 +63,7 @@ struct Options {
     std::string child_output;
     std::string child_model;
     std::string child_type;
+    std::string child_task;
 };
 
 const char* kUsage = R"(usage: blip-bench [options]
@@ -76,8 +78,9 @@ measured FMA and memory-bandwidth limits.
   --runs N             timed runs per stage, after one warm-up; the median is reported (default 3)
   --tokens N           greedy tokens per run; [SEP] does not stop them (default 30)
   --image PATH         image to decode and preprocess (default the golden images/cats.png)
-  --work-dir DIR       folder for the generated model files, reused by later runs
-                       (default $TMPDIR/blip-bench)
+  --work-dir DIR       folder for the generated model files, which later runs with the same
+                       folder reuse (delete them after changing how the library stores
+                       weights); default a new temporary folder, removed at the end
   --json               print the results as JSON on stdout instead of a table
   --output FILE        also write the JSON results to FILE
   --limits-only        measure the machine's limits and stop
@@ -111,7 +114,7 @@ Options parse_options(int argc, char** argv) {
         };
         if (arg == "--model") {
             options.models = split_list(value());
-            for (const auto& model : options.models) blip::bench::caption_model_name(model);
+            for (const auto& model : options.models) blip::bench::checkpoint_name(model, blip::Task::Caption);
         } else if (arg == "--threads") {
             options.threads.clear();
             for (const auto& item : split_list(value())) options.threads.push_back(parse_positive(item, arg));
@@ -145,6 +148,8 @@ Options parse_options(int argc, char** argv) {
             options.child_model = value();
         } else if (arg == "--child-type") {
             options.child_type = value();
+        } else if (arg == "--child-task") {
+            options.child_task = value();
         } else if (arg == "--help" || arg == "-h") {
             std::cout << kUsage;
             std::exit(0);
@@ -157,7 +162,6 @@ Options parse_options(int argc, char** argv) {
     std::sort(options.threads.begin(), options.threads.end());
     options.threads.erase(std::unique(options.threads.begin(), options.threads.end()), options.threads.end());
     if (options.image.empty()) options.image = (blip_test::golden_dir() / "images" / "cats.png").string();
-    if (options.work_dir.empty()) options.work_dir = (fs::temp_directory_path() / "blip-bench").string();
     return options;
 }
 
@@ -261,7 +265,7 @@ float max_abs_diff(const std::vector<float>& values, const std::vector<float>& r
 }
 
 json run_child(const Options& options) {
-    const auto name = blip::bench::caption_model_name(options.child_model);
+    const auto name = blip::bench::checkpoint_name(options.child_model, blip::Task::Caption);
     const fs::path golden = blip_test::golden_dir();
     const fs::path reference_dir = golden / "fullsize";
     std::vector<float> reference_embeds;
@@ -388,6 +392,34 @@ json limits_to_json(const blip::bench::MachineLimits& limits) {
     return out;
 }
 
+// The folder for the model files: the one requested, kept afterwards, or a new temporary
+// folder that is removed when the run ends, also after an error.
+struct WorkFolder {
+    fs::path path;
+    bool remove = false;
+
+    explicit WorkFolder(const std::string& requested) {
+        if (!requested.empty()) {
+            path = requested;
+            fs::create_directories(path);
+            return;
+        }
+        std::string pattern = (fs::temp_directory_path() / "blip-bench-XXXXXX").string();
+        if (mkdtemp(pattern.data()) == nullptr)
+            throw Error("could not create a temporary folder from " + pattern + ": " + std::strerror(errno) +
+                        " (pass --work-dir)");
+        path = pattern;
+        remove = true;
+    }
+    ~WorkFolder() {
+        if (!remove) return;
+        std::error_code ignored;
+        fs::remove_all(path, ignored);
+    }
+    WorkFolder(const WorkFolder&) = delete;
+    WorkFolder& operator=(const WorkFolder&) = delete;
+};
+
 std::string self_executable(const char* argv0) {
     std::error_code error;
     const fs::path self = fs::read_symlink("/proc/self/exe", error);
@@ -501,30 +533,27 @@ int run_parent(const Options& options, int argc, char** argv) {
         return 0;
     }
 
+    WorkFolder work(options.work_dir);
+    Options child_options = options;
+    child_options.work_dir = work.path.string();
     const std::string executable = self_executable(argv[0]);
     json children = json::array();
     for (const auto& model : options.models) {
-        const auto name = blip::bench::caption_model_name(model);
+        const auto name = blip::bench::checkpoint_name(model, blip::Task::Caption);
         for (const auto& type_name : options.types) {
             blip::DType type = blip::DType::F32;
             blip::parse_dtype(type_name, type);
-            // 768 is the narrowest in_features of these models' nn.Linear layers.
-            if (!blip::kernels::linear_supports(type, 768)) {
-                std::fprintf(stderr, "blip-bench: skipping %s %s: the library's linear kernel does not read %s yet\n",
-                             model.c_str(), type_name.c_str(), type_name.c_str());
-                continue;
-            }
-            const fs::path file = fs::path(options.work_dir) / (name.checkpoint + "." + type_name + ".gguf");
+            const fs::path file = work.path / (name.checkpoint + "." + type_name + ".gguf");
             std::fprintf(stderr, "blip-bench: %s %s: building %s...\n", model.c_str(), type_name.c_str(),
                          file.string().c_str());
             const auto start = Clock::now();
-            const auto build = blip::bench::build_model_file(name.checkpoint, type, file);
+            const auto build = blip::bench::build_model_file(name, type, file);
             if (!build.sum_mismatches.empty())
                 throw Error("the weight rule gives wrong sums for " + std::to_string(build.sum_mismatches.size()) +
                             " tensors of " + name.checkpoint + ", first " + build.sum_mismatches.front());
             std::fprintf(stderr, "blip-bench: %s %s: %s in %.1f s; timing...\n", model.c_str(), type_name.c_str(),
                          build.reused ? "reused" : "built", seconds_since(start));
-            json child = run_child_process(executable, options, model, type_name, file);
+            json child = run_child_process(executable, child_options, model, type_name, file);
             if (!build.reused) child["tensor_sums_checked"] = build.checked_sums;
             children.push_back(child);
         }

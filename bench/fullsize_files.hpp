@@ -1,10 +1,10 @@
 // Full-size model files for the benchmark. Each has the shapes of a published BLIP checkpoint
 // (from the golden folder's manifests) and the weights of the full-size weight rule in
-// tests/support/fullsize.hpp, written as GGUF in any weight type. So every run can check its
-// captions against the reference token ids without the published checkpoint files.
+// tests/support/fullsize.hpp. The tensors are stored as blip-convert stores them for
+// `--type T`, so each file is what a user gets from the published checkpoint, and every run
+// can check its captions against the reference token ids without that checkpoint.
 #pragma once
 
-#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,37 +15,31 @@
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
 #include "blip/gguf/writer.hpp"
-#include "blip/kernels/linear.hpp"
+#include "blip/model/expected_tensors.hpp"
 #include "blip/model/metadata.hpp"
-#include "blip/quant/quantize.hpp"
+#include "convert/tensor_types.hpp"
 #include "support/fullsize.hpp"
 
 namespace blip::bench {
 
-// A family name of --model and the checkpoint whose shapes it takes.
-struct ModelName {
-    std::string family;      // "base" or "large"
+// A model family of --model ("base" or "large") and the checkpoint of one task whose shapes
+// it takes.
+struct CheckpointName {
+    std::string family;
+    Task task = Task::Caption;
     std::string checkpoint;  // "blip-image-captioning-base", ...
 };
 
-inline ModelName caption_model_name(const std::string& family) {
-    if (family == "base") return {family, "blip-image-captioning-base"};
-    if (family == "large") return {family, "blip-image-captioning-large"};
-    throw Error("unknown model '" + family + "': use base or large");
-}
-
-// Whether tensor `name` of `shape` is stored as `type` rather than f32. Only the 2-D weights
-// of nn.Linear layers are: the library reads embeddings, norms and biases as f32 only, the
-// patch embedding (a 4-D convolution kernel) stays f32 too, and a quantized row must be a
-// whole number of blocks.
-inline bool stores_as(const std::string& name, const std::vector<std::int64_t>& shape, DType type) {
-    if (type == DType::F32 || shape.size() != 2) return false;
-    if (!blip_test::ends_with(name, ".weight")) return false;
-    if (name.find("embedding") != std::string::npos) return false;
-    std::string lower = name;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (lower.find("layernorm") != std::string::npos || lower.find("layer_norm") != std::string::npos) return false;
-    return quant::row_length_supported(type, shape[1]);
+// Returns the checkpoint of `task` in `family`, or an empty name when none is published
+// (there is no large VQA model).
+inline CheckpointName checkpoint_name(const std::string& family, Task task) {
+    if (family != "base" && family != "large") throw Error("unknown model '" + family + "': use base or large");
+    switch (task) {
+        case Task::Caption: return {family, task, "blip-image-captioning-" + family};
+        case Task::Itm: return {family, task, "blip-itm-" + family + "-coco"};
+        case Task::Vqa: return {family, task, family == "base" ? "blip-vqa-base" : ""};
+    }
+    return {family, task, ""};
 }
 
 // Outcome of building one model file.
@@ -54,12 +48,12 @@ struct BuildReport {
     bool reused = false;           // the file existed and was not rebuilt
     std::size_t checked_sums = 0;  // tensors whose f32 sum was compared with the reference
     std::vector<std::string> sum_mismatches;
-    double seconds = 0.0;
 };
 
-// Builds `checkpoint` in `type` at `path` unless that file exists already. Tied tensors are
-// stored once (the word embeddings and cls.predictions.bias), as the library expects.
-inline BuildReport build_model_file(const std::string& checkpoint, DType type, const std::filesystem::path& path) {
+// Builds `name` with every nn.Linear weight and the word embeddings requested as `type`
+// (blip-convert --type), at `path`, unless that file exists already. The writer renames the
+// file into place only when it is complete, so an existing file is a whole one.
+inline BuildReport build_model_file(const CheckpointName& name, DType type, const std::filesystem::path& path) {
     BuildReport report;
     report.path = path;
     if (std::filesystem::is_regular_file(path)) {
@@ -67,35 +61,47 @@ inline BuildReport build_model_file(const std::string& checkpoint, DType type, c
         return report;
     }
     const auto golden = blip_test::golden_dir();
-    const nlohmann::json manifest = blip_test::read_json(golden / "manifests" / (checkpoint + ".json"));
-    const auto reference_path = golden / "fullsize" / (checkpoint + ".cats.png.json");
+    const nlohmann::json manifest = blip_test::read_json(golden / "manifests" / (name.checkpoint + ".json"));
+    const nlohmann::json& manifest_tensors = manifest.at("tensors");
+    // Only the captioning models have reference sums.
+    const auto reference_path = golden / "fullsize" / (name.checkpoint + ".cats.png.json");
     nlohmann::json sums = nlohmann::json::object();
     if (std::filesystem::is_regular_file(reference_path)) sums = blip_test::read_json(reference_path).at("tensor_sums");
 
+    BlipConfig config = blip_test::fullsize_config(manifest.at("config"), name.checkpoint);
+    config.task = name.task;
+    const convert::TensorTypes types{type, type, type};
+
     gguf::Writer writer;
-    write_config(writer, blip_test::fullsize_config(manifest.at("config"), checkpoint));
-    for (const auto& [name, info] : manifest.at("tensors").items()) {
-        if (blip_test::ends_with(name, ".position_ids") || name == "text_decoder.cls.predictions.decoder.weight" ||
-            name == "text_decoder.cls.predictions.decoder.bias")
-            continue;
-        const std::vector<std::int64_t> shape = info.at("shape").get<std::vector<std::int64_t>>();
+    write_config(writer, config);
+    if (const auto file_type = convert::llama_file_type(type)) writer.set_u32(convert::kFileTypeKey, *file_type);
+    bool has_block_type = false;
+    for (const ExpectedTensor& tensor : expected_tensors(config)) {
+        if (!manifest_tensors.contains(tensor.name))
+            throw Error(name.checkpoint + ": tensor " + tensor.name + " that the library reads is not in the manifest");
+        const auto manifest_shape = manifest_tensors.at(tensor.name).at("shape").get<std::vector<std::int64_t>>();
+        if (manifest_shape != tensor.shape)
+            throw Error(name.checkpoint + ": tensor " + tensor.name + " has shape " + gguf::shape_string(manifest_shape) +
+                        " in the manifest, but the library expects " + gguf::shape_string(tensor.shape));
+
         double sum = 0.0;
-        std::vector<std::uint8_t> bytes = blip_test::fullsize_tensor(name, shape, sum);
-        if (sums.contains(name)) {
-            const double expected = sums.at(name);
+        std::vector<std::uint8_t> bytes = blip_test::fullsize_tensor(tensor.name, tensor.shape, sum);
+        if (sums.contains(tensor.name)) {
+            const double expected = sums.at(tensor.name);
             ++report.checked_sums;
             if (std::abs(sum - expected) > 1e-6 * (1.0 + std::abs(expected)))
-                report.sum_mismatches.push_back(name);
+                report.sum_mismatches.push_back(tensor.name);
         }
-        if (stores_as(name, shape, type)) {
+        const DType stored = convert::storage_type(tensor, types);
+        if (stored != DType::F32) {
             std::vector<float> values(bytes.size() / sizeof(float));
             std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
-            bytes = quant::quantize_rows(type, values.data(), shape[0], shape[1]);
-            writer.add_tensor(name, type, shape, std::move(bytes));
-        } else {
-            writer.add_tensor(name, DType::F32, shape, std::move(bytes));
+            bytes = convert::encode_values(tensor.name, values, tensor.shape, stored);
         }
+        has_block_type = has_block_type || convert::is_block_type(stored);
+        writer.add_tensor(tensor.name, stored, tensor.shape, std::move(bytes));
     }
+    if (has_block_type) writer.set_u32(convert::kQuantizationVersionKey, convert::kQuantizationVersion);
     std::filesystem::create_directories(path.parent_path());
     writer.write_file(path.string());
     return report;
