@@ -5,11 +5,15 @@
 
 #include <blip/core/dtype.hpp>
 #include <blip/core/error.hpp>
+#include <blip/core/parallel.hpp>
 #include <blip/model/expected_tensors.hpp>
 #include <blip/quant/quantize.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -136,7 +140,26 @@ inline std::vector<std::uint8_t> encode_values(const std::string& name, const st
         if (!values.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
         return bytes;
     }
-    return quant::quantize_rows(type, values.data(), rows, cols);
+
+    // Rows are quantized independently, so chunks of rows can run on several threads and
+    // give the same bytes as one pass.
+    constexpr std::int64_t kRowsPerChunk = 64;
+    const std::size_t stride = quant::row_bytes(type, cols);
+    std::vector<std::uint8_t> bytes(stride * static_cast<std::size_t>(rows));
+    std::atomic<bool> failed{false};
+    const int threads = threads_for_work(static_cast<std::int64_t>(values.size()) * 16);
+    parallel_for(tile_count(rows, kRowsPerChunk), [&](std::int64_t chunk, int) {
+        const std::int64_t first = chunk * kRowsPerChunk;
+        const std::int64_t count = std::min(kRowsPerChunk, rows - first);
+        try {
+            const std::vector<std::uint8_t> part = quant::quantize_rows(type, values.data() + first * cols, count, cols);
+            std::memcpy(bytes.data() + static_cast<std::size_t>(first) * stride, part.data(), part.size());
+        } catch (...) {  // an exception must not leave an OpenMP region
+            failed = true;
+        }
+    }, threads);
+    if (failed) throw Error("tensor " + name + ": quantizing to " + std::string(dtype_name(type)) + " failed");
+    return bytes;
 }
 
 }  // namespace blip::convert
