@@ -8,6 +8,8 @@
 #include <emscripten/val.h>
 
 #include <blip/blip.hpp>
+#include <blip/pipeline/matcher.hpp>
+#include <blip/pipeline/vqa.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -129,25 +132,135 @@ std::int64_t integer_option(const val& options, const char* key, std::int64_t fa
     return static_cast<std::int64_t>(*value);
 }
 
-// Caption options with the command line's names in camel case: prompt, maxLength,
-// minLength. blip.mjs rejects names it does not know before they get here.
-blip::CaptionOptions caption_options(const val& options) {
-    blip::CaptionOptions out;
-    if (options.isUndefined() || options.isNull()) return out;
-    const val prompt = options["prompt"];
-    if (!prompt.isUndefined() && !prompt.isNull()) {
-        if (!prompt.isString()) throw blip::Error("option prompt must be a string");
-        out.prompt = prompt.as<std::string>();
+bool has_option(const val& options, const char* key) {
+    return !options.isUndefined() && !options.isNull() && !options[key].isUndefined() && !options[key].isNull();
+}
+
+std::string string_option(const val& options, const char* key) {
+    const val value = options[key];
+    if (!value.isString()) throw blip::Error(std::string("option ") + key + " must be a string");
+    return value.as<std::string>();
+}
+
+// The first token of image-grounded text encodings: "enc" (Salesforce's [ENC], the
+// library's default) or "cls" (transformers 4.30.2's [CLS]).
+blip::EncoderFirstToken first_token_option(const val& options) {
+    if (!has_option(options, "firstToken")) return blip::EncoderFirstToken::Enc;
+    const std::string name = string_option(options, "firstToken");
+    if (name == "enc") return blip::EncoderFirstToken::Enc;
+    if (name == "cls") return blip::EncoderFirstToken::Cls;
+    throw blip::Error("option firstToken is \"" + name + "\"; expected \"enc\" or \"cls\"");
+}
+
+// Fields of GenerationConfig that only newer library versions have. Each option is read
+// when the field exists, so the bindings build against both versions; blip.mjs learns which
+// ones exist from buildInfo().generationOptions.
+#define BLIP_WASM_FIELD_TRAIT(field)                                                              \
+    template <class T, class = void>                                                             \
+    struct has_##field : std::false_type {};                                                     \
+    template <class T>                                                                           \
+    struct has_##field<T, std::void_t<decltype(std::declval<T&>().field)>> : std::true_type {};
+BLIP_WASM_FIELD_TRAIT(num_beams)
+BLIP_WASM_FIELD_TRAIT(length_penalty)
+BLIP_WASM_FIELD_TRAIT(repetition_penalty)
+BLIP_WASM_FIELD_TRAIT(no_repeat_ngram_size)
+BLIP_WASM_FIELD_TRAIT(do_sample)
+BLIP_WASM_FIELD_TRAIT(temperature)
+BLIP_WASM_FIELD_TRAIT(top_k)
+BLIP_WASM_FIELD_TRAIT(top_p)
+BLIP_WASM_FIELD_TRAIT(seed)
+#undef BLIP_WASM_FIELD_TRAIT
+
+using Generation = blip::GenerationConfig;
+
+// Option names of generation settings that this build's GenerationConfig has.
+val generation_option_names() {
+    val names = val::array();
+    int count = 0;
+    auto add = [&](bool present, const char* name) {
+        if (present) names.set(count++, std::string(name));
+    };
+    add(true, "maxLength");
+    add(true, "minLength");
+    add(has_num_beams<Generation>::value, "numBeams");
+    add(has_length_penalty<Generation>::value, "lengthPenalty");
+    add(has_repetition_penalty<Generation>::value, "repetitionPenalty");
+    add(has_no_repeat_ngram_size<Generation>::value, "noRepeatNgramSize");
+    add(has_do_sample<Generation>::value, "doSample");
+    add(has_temperature<Generation>::value, "temperature");
+    add(has_top_k<Generation>::value, "topK");
+    add(has_top_p<Generation>::value, "topP");
+    add(has_seed<Generation>::value, "seed");
+    return names;
+}
+
+template <class G>
+void read_newer_generation_options(const val& options, G& out) {
+    if constexpr (has_num_beams<G>::value) out.num_beams = integer_option(options, "numBeams", out.num_beams, 1, 64);
+    if constexpr (has_length_penalty<G>::value)
+        out.length_penalty = number_option(options, "lengthPenalty").value_or(out.length_penalty);
+    if constexpr (has_repetition_penalty<G>::value)
+        out.repetition_penalty = number_option(options, "repetitionPenalty").value_or(out.repetition_penalty);
+    if constexpr (has_no_repeat_ngram_size<G>::value)
+        out.no_repeat_ngram_size = integer_option(options, "noRepeatNgramSize", out.no_repeat_ngram_size, 0, 1 << 20);
+    if constexpr (has_do_sample<G>::value) {
+        if (has_option(options, "doSample")) {
+            if (!options["doSample"].isTrue() && !options["doSample"].isFalse())
+                throw blip::Error("option doSample must be true or false");
+            out.do_sample = options["doSample"].isTrue();
+        }
     }
-    out.generation.max_length = integer_option(options, "maxLength", out.generation.max_length, 1, 1 << 20);
-    out.generation.min_length = integer_option(options, "minLength", out.generation.min_length, 0, 1 << 20);
-    // TODO: numBeams, lengthPenalty, repetitionPenalty, doSample, topK, topP, temperature
-    // and seed, once GenerationConfig has them. blip.mjs rejects them until then.
+    if constexpr (has_temperature<G>::value)
+        out.temperature = number_option(options, "temperature").value_or(out.temperature);
+    if constexpr (has_top_k<G>::value) out.top_k = integer_option(options, "topK", out.top_k, 0, 1 << 20);
+    if constexpr (has_top_p<G>::value) out.top_p = number_option(options, "topP").value_or(out.top_p);
+    if constexpr (has_seed<G>::value) {
+        // JavaScript numbers hold integers exactly up to 2^53.
+        const std::int64_t seed = integer_option(options, "seed", 0, 0, (std::int64_t{1} << 53) - 1);
+        if (has_option(options, "seed")) out.seed = static_cast<decltype(out.seed)>(seed);
+    }
+}
+
+// Generation options with the command line's names in camel case: maxLength, minLength,
+// and the newer settings of generation_option_names(). blip.mjs rejects names it does not
+// know before they get here.
+Generation generation_options(const val& options, Generation out) {
+    if (options.isUndefined() || options.isNull()) return out;
+    out.max_length = integer_option(options, "maxLength", out.max_length, 1, 1 << 20);
+    out.min_length = integer_option(options, "minLength", out.min_length, 0, 1 << 20);
+    read_newer_generation_options(options, out);
     return out;
 }
 
-// One loaded model file. Its methods are synchronous; blip.mjs wraps them in promises and
-// runs them wherever it was imported, usually a Web Worker.
+blip::CaptionOptions caption_options(const val& options) {
+    blip::CaptionOptions out;
+    if (has_option(options, "prompt")) out.prompt = string_option(options, "prompt");
+    out.generation = generation_options(options, out.generation);
+    return out;
+}
+
+std::vector<std::string> string_array(const val& array, const char* what) {
+    if (!val::global("Array").call<bool>("isArray", array)) throw blip::Error(std::string(what) + " must be an array of strings");
+    const auto length = array["length"].as<std::size_t>();
+    std::vector<std::string> out;
+    out.reserve(length);
+    for (std::size_t i = 0; i < length; ++i) {
+        const val item = array[i];
+        if (!item.isString()) throw blip::Error(std::string(what) + " must be an array of strings");
+        out.push_back(item.as<std::string>());
+    }
+    return out;
+}
+
+val timings_since(double start, const char* key) {
+    val timings = val::object();
+    timings.set(key, now_ms() - start);
+    return timings;
+}
+
+// One loaded model file: a captioning, VQA or ITM model, as its metadata says. The
+// methods are synchronous; blip.mjs wraps them in promises and runs them wherever it was
+// imported, usually a Web Worker.
 class Model {
 public:
     val load(const val& bytes, const std::string& name) {
@@ -158,14 +271,9 @@ public:
             auto file = blip::gguf::File::from_buffer(std::move(buffer), name.empty() ? "<model>" : name);
             config_ = blip::read_config(*file);
             switch (config_.task) {
-                case blip::Task::Caption:
-                    captioner_ = std::make_unique<blip::Captioner>(file);
-                    break;
-                // TODO: VQA and ITM pipelines once the library has them.
-                case blip::Task::Vqa:
-                case blip::Task::Itm:
-                    throw blip::Error(file->name() + ": " + blip::task_name(config_.task) +
-                                      " models are not supported by this WebAssembly build yet");
+                case blip::Task::Caption: captioner_ = std::make_unique<blip::Captioner>(file); break;
+                case blip::Task::Vqa: answerer_ = std::make_unique<blip::QuestionAnswerer>(file); break;
+                case blip::Task::Itm: matcher_ = std::make_unique<blip::ImageTextMatcher>(file); break;
             }
             val result = val::object();
             result.set("info", info());
@@ -188,7 +296,6 @@ public:
         info.set("textLayers", static_cast<double>(config_.text.num_hidden_layers));
         info.set("vocabSize", static_cast<double>(config_.text.vocab_size));
         info.set("maxPositions", static_cast<double>(config_.text.max_position_embeddings));
-        info.set("cpuLevel", std::string(blip::quant::cpu_level_name(blip::quant::active_cpu_level())));
         return info;
     }
 
@@ -196,13 +303,12 @@ public:
     // Returns {embeds: Float32Array, width, height, timings}.
     val encodeImage(const val& image) {
         return guarded("encodeImage", [&] {
-            const Captioner& captioner = require_captioner();
             const double start = now_ms();
             const blip::ImageU8 decoded = image_from_js(image);
             const double decoded_at = now_ms();
-            const std::vector<float> pixels = captioner.pixel_values(decoded);
+            const std::vector<float> pixels = blip::preprocess_image(decoded, config_.preprocess);
             const double preprocessed_at = now_ms();
-            const std::vector<float> embeds = captioner.model().vision_model.forward(pixels);
+            const std::vector<float> embeds = vision_model().forward(pixels);
             const double encoded_at = now_ms();
 
             val result = val::object();
@@ -219,18 +325,15 @@ public:
     }
 
     // Runs the vision encoder on preprocessed pixel values (float32, CHW), as
-    // transformers' pixel_values hold them. Returns {embeds, timings}.
+    // transformers' pixel_values holds them. Returns {embeds, timings}.
     val encodePixelValues(const val& pixel_values) {
         return guarded("encodePixelValues", [&] {
-            const Captioner& captioner = require_captioner();
             const std::vector<float> pixels = copy_typed_array<float>(pixel_values, "pixel values");
             const double start = now_ms();
-            const std::vector<float> embeds = captioner.model().vision_model.forward(pixels);
+            const std::vector<float> embeds = vision_model().forward(pixels);
             val result = val::object();
             result.set("embeds", to_typed_array(embeds));
-            val timings = val::object();
-            timings.set("visionMs", now_ms() - start);
-            result.set("timings", timings);
+            result.set("timings", timings_since(start, "visionMs"));
             return result;
         });
     }
@@ -241,19 +344,98 @@ public:
     val caption(const val& embeds, const val& options, const val& on_token) {
         (void)on_token;
         return guarded("caption", [&] {
-            const Captioner& captioner = require_captioner();
+            const blip::Captioner& captioner = require(captioner_, "caption");
             const std::vector<float> image_embeds = copy_typed_array<float>(embeds, "image embeddings");
             const blip::CaptionOptions parsed = caption_options(options);
             const double start = now_ms();
             const blip::Caption caption = captioner.caption_embeds(image_embeds, parsed);
-            const double generated_at = now_ms();
-
             val result = val::object();
             result.set("text", caption.text);
             result.set("ids", ids_to_array(caption.ids));
-            val timings = val::object();
-            timings.set("generateMs", generated_at - start);
-            result.set("timings", timings);
+            result.set("timings", timings_since(start, "generateMs"));
+            return result;
+        });
+    }
+
+    // Generates an answer to `question` about `embeds`. Options: maxLength (default 10, as
+    // Salesforce's VQA code), minLength, firstToken. Returns {text, ids, timings}.
+    val vqa(const val& embeds, const std::string& question, const val& options, const val& on_token) {
+        (void)on_token;
+        return guarded("vqa", [&] {
+            const blip::QuestionAnswerer& answerer = require(answerer_, "vqa");
+            const std::vector<float> image_embeds = copy_typed_array<float>(embeds, "image embeddings");
+            blip::VqaOptions parsed;
+            parsed.first_token = first_token_option(options);
+            parsed.generation = generation_options(options, parsed.generation);
+            const double start = now_ms();
+            const blip::VqaAnswer answer = answerer.answer_embeds(image_embeds, question, parsed);
+            val result = val::object();
+            result.set("text", answer.text);
+            result.set("ids", ids_to_array(answer.ids));
+            result.set("timings", timings_since(start, "generateMs"));
+            return result;
+        });
+    }
+
+    // Ranks candidate answers to `question` about `embeds`, best first. Options: k (default
+    // 128), labelSmoothing (default 0), firstToken. Returns {answers: [{text, index, score,
+    // firstTokenProbability}], timings}.
+    val rankAnswers(const val& embeds, const std::string& question, const val& answers, const val& options) {
+        return guarded("rankAnswers", [&] {
+            const blip::QuestionAnswerer& answerer = require(answerer_, "rankAnswers");
+            const std::vector<float> image_embeds = copy_typed_array<float>(embeds, "image embeddings");
+            const blip::AnswerList list = answerer.prepare_answers(string_array(answers, "answers"));
+            blip::VqaRankOptions parsed;
+            parsed.first_token = first_token_option(options);
+            parsed.ranking.k = integer_option(options, "k", parsed.ranking.k, 1, 1 << 20);
+            parsed.ranking.label_smoothing =
+                number_option(options, "labelSmoothing").value_or(parsed.ranking.label_smoothing);
+            const double start = now_ms();
+            const std::vector<blip::RankedAnswer> ranked = answerer.rank_embeds(image_embeds, question, list, parsed);
+            val out = val::array();
+            for (std::size_t i = 0; i < ranked.size(); ++i) {
+                val answer = val::object();
+                answer.set("text", ranked[i].text);
+                answer.set("index", static_cast<double>(ranked[i].index));
+                answer.set("score", ranked[i].score);
+                answer.set("firstTokenProbability", ranked[i].first_token_probability);
+                out.set(i, answer);
+            }
+            val result = val::object();
+            result.set("answers", out);
+            result.set("timings", timings_since(start, "rankMs"));
+            return result;
+        });
+    }
+
+    // Scores `texts` against `embeds`. Options: firstToken. Returns {matches: [{text,
+    // itmProbability, itmLogits, cosine}], timings}.
+    val match(const val& embeds, const val& texts, const val& options) {
+        return guarded("match", [&] {
+            const blip::ImageTextMatcher& matcher = require(matcher_, "match");
+            blip::EncodedImage image;
+            image.embeds = copy_typed_array<float>(embeds, "image embeddings");
+            const std::vector<std::string> strings = string_array(texts, "texts");
+            blip::MatchOptions parsed;
+            parsed.first_token = first_token_option(options);
+            const double start = now_ms();
+            image.feature = matcher.model().image_features(image.embeds);
+            const std::vector<blip::MatchScore> scores = matcher.match(image, strings, parsed);
+            val out = val::array();
+            for (std::size_t i = 0; i < scores.size(); ++i) {
+                val match = val::object();
+                match.set("text", strings[i]);
+                match.set("itmProbability", scores[i].itm_probability);
+                val logits = val::array();
+                logits.set(0, scores[i].itm_logits[0]);
+                logits.set(1, scores[i].itm_logits[1]);
+                match.set("itmLogits", logits);
+                match.set("cosine", scores[i].itc_similarity);
+                out.set(i, match);
+            }
+            val result = val::object();
+            result.set("matches", out);
+            result.set("timings", timings_since(start, "matchMs"));
             return result;
         });
     }
@@ -278,25 +460,40 @@ public:
     }
 
 private:
-    using Captioner = blip::Captioner;
+    template <class Pipeline>
+    const Pipeline& require(const std::unique_ptr<Pipeline>& pipeline, const char* operation) const {
+        if (!pipeline)
+            throw blip::Error(std::string(operation) + ": the loaded model is a " + blip::task_name(config_.task) +
+                              " model" + (loaded() ? "" : " (none is loaded)"));
+        return *pipeline;
+    }
 
-    const Captioner& require_captioner() const {
-        if (!captioner_) throw blip::Error("no captioning model is loaded");
-        return *captioner_;
+    bool loaded() const { return captioner_ || answerer_ || matcher_; }
+
+    const blip::BlipVisionModel& vision_model() const {
+        if (captioner_) return captioner_->model().vision_model;
+        if (answerer_) return answerer_->model().vision_model;
+        if (matcher_) return matcher_->model().vision_model;
+        throw blip::Error("no model is loaded");
     }
 
     const blip::Tokenizer& tokenizer() const {
         if (captioner_) return captioner_->tokenizer();
+        if (answerer_) return answerer_->tokenizer();
+        if (matcher_) return matcher_->tokenizer();
         throw blip::Error("no model is loaded");
     }
 
     blip::BlipConfig config_;
-    std::unique_ptr<Captioner> captioner_;
+    std::unique_ptr<blip::Captioner> captioner_;
+    std::unique_ptr<blip::QuestionAnswerer> answerer_;
+    std::unique_ptr<blip::ImageTextMatcher> matcher_;
 };
 
-// Returns {version, cpuLevel, simd} of this build.
+// Returns {cpuLevel, simd, generationOptions} of this build.
 val build_info() {
     val info = val::object();
+    info.set("generationOptions", generation_option_names());
     info.set("cpuLevel", std::string(blip::quant::cpu_level_name(blip::quant::active_cpu_level())));
 #ifdef __wasm_simd128__
     info.set("simd", true);
@@ -317,6 +514,9 @@ EMSCRIPTEN_BINDINGS(blip) {
         .function("encodeImage", &blip_wasm::Model::encodeImage)
         .function("encodePixelValues", &blip_wasm::Model::encodePixelValues)
         .function("caption", &blip_wasm::Model::caption)
+        .function("vqa", &blip_wasm::Model::vqa)
+        .function("rankAnswers", &blip_wasm::Model::rankAnswers)
+        .function("match", &blip_wasm::Model::match)
         .function("tokenize", &blip_wasm::Model::tokenize)
         .function("decodeIds", &blip_wasm::Model::decodeIds);
     function("buildInfo", &blip_wasm::build_info);

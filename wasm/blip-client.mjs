@@ -47,6 +47,11 @@ export class RemoteModel {
     return this.#worker.call('vqa', { model: this.handle, image, question, options: rest }, { onToken, onProgress });
   }
 
+  rankAnswers(image, question, answers, options = {}) {
+    const { onProgress, ...rest } = options;
+    return this.#worker.call('rankAnswers', { model: this.handle, image, question, answers, options: rest }, { onProgress });
+  }
+
   match(image, texts, options = {}) {
     const { onProgress, ...rest } = options;
     return this.#worker.call('match', { model: this.handle, image, texts, options: rest }, { onProgress });

@@ -55,6 +55,10 @@ const methods = {
     return model(handle).vqa(image(argument), question, { ...options, onToken: events.token, onProgress: events.progress });
   },
 
+  async rankAnswers({ model: handle, image: argument, question, answers, options }, events) {
+    return model(handle).rankAnswers(image(argument), question, answers, { ...options, onProgress: events.progress });
+  },
+
   async match({ model: handle, image: argument, texts, options }, events) {
     return model(handle).match(image(argument), texts, { ...options, onProgress: events.progress });
   },

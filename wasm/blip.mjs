@@ -20,19 +20,22 @@ export class BlipError extends Error {
 
 const isNode = typeof process === 'object' && typeof process.versions?.node === 'string' && typeof window === 'undefined';
 
-// Option names per task; any other name is rejected, so that a misspelled option does not
-// silently fall back to its default.
-const CAPTION_OPTIONS = new Set(['prompt', 'maxLength', 'minLength']);
-// TODO: numBeams, lengthPenalty, repetitionPenalty, doSample, topK, topP, temperature and
-// seed, once the library's generation config has them.
-const PLANNED_OPTIONS = new Set([
-  'numBeams', 'lengthPenalty', 'repetitionPenalty', 'doSample', 'topK', 'topP', 'temperature', 'seed',
+// Option names per call; any other name is rejected, so that a misspelled option does not
+// silently fall back to its default. Generation options beyond maxLength and minLength
+// (numBeams, doSample, ...) are accepted when the library of this build has them; see
+// buildInfo().generationOptions.
+const GENERATION_OPTIONS = ['maxLength', 'minLength'];
+const NEWER_GENERATION_OPTIONS = new Set([
+  'numBeams', 'lengthPenalty', 'repetitionPenalty', 'noRepeatNgramSize', 'doSample', 'temperature', 'topK', 'topP', 'seed',
 ]);
+const CALL_OPTIONS = {
+  caption: ['prompt'],
+  vqa: ['firstToken'],
+  rankAnswers: ['firstToken', 'k', 'labelSmoothing'],
+  match: ['firstToken'],
+};
+const GENERATING_CALLS = new Set(['caption', 'vqa']);
 const CALLBACK_OPTIONS = new Set(['onToken', 'onProgress']);
-
-function now() {
-  return globalThis.performance ? performance.now() : Date.now();
-}
 
 async function readWasm(url) {
   if (isNode && url.protocol === 'file:') {
@@ -100,11 +103,12 @@ function unwrap(result) {
   return result;
 }
 
-function checkOptions(options, allowed, operation) {
+function checkOptions(options, operation, generationOptions) {
+  const allowed = new Set(CALL_OPTIONS[operation]);
+  if (GENERATING_CALLS.has(operation)) for (const name of generationOptions) allowed.add(name);
   for (const key of Object.keys(options)) {
-    if (allowed.has(key) || CALLBACK_OPTIONS.has(key)) continue;
-    if (PLANNED_OPTIONS.has(key)) {
-      if (options[key] === undefined) continue;
+    if (allowed.has(key) || CALLBACK_OPTIONS.has(key) || options[key] === undefined) continue;
+    if (GENERATING_CALLS.has(operation) && NEWER_GENERATION_OPTIONS.has(key)) {
       throw new BlipError(`${operation}: option ${key} is not supported by this build yet`);
     }
     throw new BlipError(`${operation}: unknown option ${key}; known options: ${[...allowed].join(', ')}`);
@@ -153,13 +157,13 @@ export class ImageEmbedding {
 
 // A loaded model. Create it with Blip.load().
 export class BlipModel {
-  #core;
   #model;
+  #generationOptions;
 
   constructor(core, model, info) {
-    this.#core = core;
     this.#model = model;
     this.info = info;
+    this.#generationOptions = Array.from(core.buildInfo().generationOptions);
   }
 
   get task() {
@@ -191,42 +195,54 @@ export class BlipModel {
     return new ImageEmbedding(this, result.embeds, this.info.imageSize, this.info.imageSize, result.timings);
   }
 
-  // Writes a caption. `options`: prompt, maxLength, minLength (counted as on the command
-  // line: every token, [DEC] and prompt included), onToken({id, index, text}) for each
-  // generated token, with `text` the caption so far, and onProgress({stage}).
+  // Writes a caption. `options`: prompt, maxLength and minLength (counted as on the
+  // command line: every token, [DEC] and prompt included), onToken({id, index, text}) for
+  // each generated token with `text` the caption so far, and onProgress({stage}).
   // Resolves to {text, ids, timings}.
   async caption(image, options = {}) {
-    checkOptions(options, CAPTION_OPTIONS, 'caption');
-    const { onToken, onProgress, ...generation } = options;
+    checkOptions(options, 'caption', this.#generationOptions);
+    const { onToken, onProgress, ...settings } = options;
     const embedding = await this.encode(image, { onProgress });
     onProgress?.({ stage: 'generate' });
-    const start = now();
-    const result = unwrap(this.#handle().caption(embedding.embeds, generation, () => true));
-    const generateMs = now() - start;
-    const ids = Array.from(result.ids);
-    const prefixLength = this.#prefixLength(generation.prompt);
-    if (onToken) this.#reportTokens(ids, prefixLength, onToken);
-    const generated = Math.max(1, ids.length - prefixLength);
-    return {
-      text: result.text,
-      ids,
-      timings: {
-        ...embedding.timings,
-        generateMs,
-        tokens: generated,
-        msPerToken: generateMs / generated,
-      },
-    };
+    const result = unwrap(this.#handle().caption(embedding.embeds, settings, () => true));
+    return this.#generated(result, embedding, this.#promptLength(settings.prompt), onToken);
   }
 
-  // TODO: VQA, once the library has a question answering pipeline.
-  async vqa() {
-    throw new BlipError('vqa: visual question answering is not supported by this build yet');
+  // Answers a question about an image. `options`: maxLength (default 10, [DEC] included)
+  // and minLength, firstToken ('enc', the default, as Salesforce trained the model, or
+  // 'cls' to reproduce transformers), onToken and onProgress as for caption().
+  // Resolves to {text, ids, timings}.
+  async vqa(image, question, options = {}) {
+    checkOptions(options, 'vqa', this.#generationOptions);
+    if (typeof question !== 'string') throw new BlipError('vqa: the question must be a string');
+    const { onToken, onProgress, ...settings } = options;
+    const embedding = await this.encode(image, { onProgress });
+    onProgress?.({ stage: 'generate' });
+    const result = unwrap(this.#handle().vqa(embedding.embeds, question, settings, () => true));
+    return this.#generated(result, embedding, 1, onToken);
   }
 
-  // TODO: image-text matching, once the library has an ITM pipeline.
-  async match() {
-    throw new BlipError('match: image-text matching is not supported by this build yet');
+  // Ranks candidate answers to a question, best first. `options`: k (candidates kept after
+  // scoring their first token, default 128), labelSmoothing (0.1 reproduces Salesforce's
+  // scores), firstToken. Resolves to {answers: [{text, index, score,
+  // firstTokenProbability}], timings}.
+  async rankAnswers(image, question, answers, options = {}) {
+    checkOptions(options, 'rankAnswers', this.#generationOptions);
+    if (typeof question !== 'string') throw new BlipError('rankAnswers: the question must be a string');
+    const { onProgress, ...settings } = options;
+    const embedding = await this.encode(image, { onProgress });
+    const result = unwrap(this.#handle().rankAnswers(embedding.embeds, question, answers, settings));
+    return { answers: result.answers, timings: { ...embedding.timings, ...result.timings } };
+  }
+
+  // Scores texts against an image with an ITM model. `options`: firstToken. Resolves to
+  // {matches: [{text, itmProbability, itmLogits, cosine}], timings}.
+  async match(image, texts, options = {}) {
+    checkOptions(options, 'match', this.#generationOptions);
+    const { onProgress, ...settings } = options;
+    const embedding = await this.encode(image, { onProgress });
+    const result = unwrap(this.#handle().match(embedding.embeds, texts, settings));
+    return { matches: result.matches, timings: { ...embedding.timings, ...result.timings } };
   }
 
   // Token ids of `text`, [CLS] and [SEP] included, as the model's tokenizer encodes it.
@@ -245,13 +261,24 @@ export class BlipModel {
     this.#model = null;
   }
 
-  #prefixLength(prompt) {
-    // [DEC] plus the prompt's tokens without [CLS] and [SEP].
+  // Length of the decoder's prefix: [DEC] plus the prompt's tokens without [CLS] and [SEP].
+  #promptLength(prompt) {
     return prompt ? this.tokenize(prompt).length - 1 : 1;
   }
 
-  // Calls onToken for every generated token after generation. NOTE: the library's
-  // generation loop has no streaming callback yet, so tokens arrive together at the end.
+  #generated(result, embedding, prefixLength, onToken) {
+    const ids = Array.from(result.ids);
+    if (onToken) this.#reportTokens(ids, prefixLength, onToken);
+    const tokens = Math.max(1, ids.length - prefixLength);
+    return {
+      text: result.text,
+      ids,
+      timings: { ...embedding.timings, ...result.timings, tokens, msPerToken: result.timings.generateMs / tokens },
+    };
+  }
+
+  // Calls onToken for every generated token. NOTE: the library's generation loop has no
+  // streaming callback yet, so the tokens are reported together after generation.
   #reportTokens(ids, prefixLength, onToken) {
     for (let index = prefixLength; index < ids.length; ++index) {
       onToken({ id: ids[index], index, text: this.decode(ids.slice(0, index + 1)) });
@@ -285,10 +312,11 @@ export const Blip = {
     return new BlipModel(core, model, info);
   },
 
-  // Facts about the WebAssembly build: {simd, cpuLevel}.
+  // Facts about the WebAssembly build: {simd, cpuLevel, generationOptions}.
   async buildInfo({ wasmUrl } = {}) {
     const core = await loadCore({ wasmUrl });
-    return core.buildInfo();
+    const info = core.buildInfo();
+    return { ...info, generationOptions: Array.from(info.generationOptions) };
   },
 };
 

@@ -35,12 +35,12 @@ describe('tiny captioner in WebAssembly', { skip: goldenAvailable ? false : gold
     assert.equal(model.info.imageSize, 64);
     assert.equal(model.info.visionHiddenSize, 48);
     assert.equal(model.info.textHiddenSize, 32);
-    assert.equal(model.info.cpuLevel, 'baseline', 'xsimd kernels (WebAssembly SIMD) should be active');
   });
 
   test('build has WebAssembly SIMD', async () => {
     const info = await Blip.buildInfo();
     assert.equal(info.simd, true);
+    assert.equal(info.cpuLevel, 'baseline', 'the xsimd kernels (WebAssembly SIMD) should be active');
   });
 
   test('image embeddings from golden pixel values', async () => {
@@ -76,6 +76,21 @@ describe('tiny captioner in WebAssembly', { skip: goldenAvailable ? false : gold
         const result = await model.caption(embedding, { prompt: text, maxLength: 40 });
         assert.deepEqual(result.ids, prompt.greedy, `${item.image}: ${key} greedy`);
       }
+    }
+  });
+
+  test('beam search ids from golden pixel values', async (t) => {
+    if (!(await Blip.buildInfo()).generationOptions.includes('numBeams')) {
+      t.skip('the library of this build has no beam search yet');
+      return;
+    }
+    for (const item of cases) {
+      const pixels = readNpy(path.join(expectedDir, `${item.image}.pixel_values.npy`)).data;
+      const embedding = await model.encodePixelValues(pixels);
+      const beam3 = await model.caption(embedding, { numBeams: 3, minLength: 5, maxLength: 40 });
+      assert.deepEqual(beam3.ids, item.beam3, `${item.image}: beam3`);
+      const beam4 = await model.caption(embedding, { numBeams: 4, lengthPenalty: 0.6, maxLength: 24 });
+      assert.deepEqual(beam4.ids, item['beam4_len0.6'], `${item.image}: beam4_len0.6`);
     }
   });
 
@@ -182,5 +197,144 @@ describe('tiny captioner in WebAssembly', { skip: goldenAvailable ? false : gold
     const other = await Blip.load(readFileSync(modelPath));
     other.dispose();
     await assert.rejects(other.caption(imageBytes('cats.png')), /disposed/);
+  });
+});
+
+// Pixel values are the same for every tiny model: BlipImageProcessor at 64x64.
+function goldenPixelValues(image) {
+  return readNpy(path.join(goldenDir, 'expected', 'tiny-caption', `${image}.pixel_values.npy`)).data;
+}
+
+describe('tiny VQA model in WebAssembly', { skip: goldenAvailable ? false : goldenSkipReason }, () => {
+  let Blip;
+  let model;
+  let cases;
+
+  before(async () => {
+    ({ Blip } = await importBlip());
+    const modelPath = tinyModel('tiny-vqa');
+    model = await Blip.load(readFileSync(modelPath), { name: path.basename(modelPath) });
+    cases = readJson(path.join(goldenDir, 'expected', 'tiny-vqa.json')).cases;
+  });
+
+  test('model info', () => {
+    assert.equal(model.task, 'vqa');
+  });
+
+  test('greedy answers from golden pixel values', async () => {
+    for (const item of cases) {
+      const label = `${item.image}: ${item.question}`;
+      const embedding = await model.encodePixelValues(goldenPixelValues(item.image));
+      assert.deepEqual(model.tokenize(item.question), item.input_ids, `${label}: input ids`);
+
+      const cls = await model.vqa(embedding, item.question, { firstToken: 'cls' });
+      assert.deepEqual(cls.ids, item.greedy, `${label}: greedy`);
+      assert.equal(cls.text, item.decoded_greedy, `${label}: decoded greedy`);
+
+      const enc = await model.vqa(embedding, item.question);
+      assert.deepEqual(enc.ids, item.enc_token_greedy, `${label}: [ENC] greedy`);
+      assert.equal(enc.text, item.decoded_enc_token_greedy, `${label}: decoded [ENC] greedy`);
+    }
+  });
+
+  test('beam search answers from golden pixel values', async (t) => {
+    if (!(await Blip.buildInfo()).generationOptions.includes('numBeams')) {
+      t.skip('the library of this build has no beam search yet');
+      return;
+    }
+    for (const item of cases) {
+      const embedding = await model.encodePixelValues(goldenPixelValues(item.image));
+      const beam3 = await model.vqa(embedding, item.question, { firstToken: 'cls', numBeams: 3 });
+      assert.deepEqual(beam3.ids, item.beam3, `${item.image}: ${item.question}: beam3`);
+    }
+  });
+
+  test('greedy answers from png bytes', async () => {
+    // JPEG decoding may differ from Pillow's by a few levels, so only PNG images are compared.
+    for (const item of cases.filter((c) => c.image.endsWith('.png'))) {
+      const bytes = readFileSync(path.join(goldenDir, 'images', item.image));
+      const cls = await model.vqa(bytes, item.question, { firstToken: 'cls' });
+      assert.deepEqual(cls.ids, item.greedy, `${item.image}: ${item.question}`);
+    }
+  });
+
+  test('ranked answers start with the greedy first token', async () => {
+    const item = cases[0];
+    const embedding = await model.encodePixelValues(goldenPixelValues(item.image));
+    const greedy = await model.vqa(embedding, item.question, { firstToken: 'cls', maxLength: 3 });
+    const best = model.decode([greedy.ids[1]]);
+    const candidates = ['zebra', best, 'purple', 'seven'];
+    const ranked = await model.rankAnswers(embedding, item.question, candidates, { firstToken: 'cls', k: 1 });
+    assert.equal(ranked.answers.length, 1);
+    assert.equal(ranked.answers[0].text, best);
+    assert.equal(ranked.answers[0].index, 1);
+    const all = await model.rankAnswers(embedding, item.question, candidates, { firstToken: 'cls' });
+    assert.equal(all.answers.length, candidates.length);
+    const mostLikelyFirst = all.answers.reduce((a, b) => (b.firstTokenProbability > a.firstTokenProbability ? b : a));
+    assert.equal(mostLikelyFirst.text, best);
+  });
+
+  test('invalid calls rejected', async () => {
+    const bytes = readFileSync(path.join(goldenDir, 'images', 'cats.png'));
+    await assert.rejects(model.vqa(bytes, 42), /question must be a string/);
+    await assert.rejects(model.vqa(bytes, 'why?', { firstToken: 'sep' }), /firstToken/);
+    await assert.rejects(model.caption(bytes), /vqa model/);
+    await assert.rejects(model.rankAnswers(bytes, 'why?', 'yes'), /array of strings/);
+  });
+});
+
+describe('tiny ITM model in WebAssembly', { skip: goldenAvailable ? false : goldenSkipReason }, () => {
+  const LOGITS_TOLERANCE = 1e-3;
+  const PROBABILITY_TOLERANCE = 1e-4;
+  let Blip;
+  let model;
+  let cases;
+
+  before(async () => {
+    ({ Blip } = await importBlip());
+    const modelPath = tinyModel('tiny-itm');
+    model = await Blip.load(readFileSync(modelPath), { name: path.basename(modelPath) });
+    cases = readJson(path.join(goldenDir, 'expected', 'tiny-itm.json')).cases;
+  });
+
+  test('model info', () => {
+    assert.equal(model.task, 'itm');
+  });
+
+  test('scores from golden pixel values', async () => {
+    for (const image of [...new Set(cases.map((c) => c.image))]) {
+      const items = cases.filter((c) => c.image === image);
+      const texts = items.map((c) => c.text);
+      const embedding = await model.encodePixelValues(goldenPixelValues(image));
+      const cls = await model.match(embedding, texts, { firstToken: 'cls' });
+      const enc = await model.match(embedding, texts);
+      for (const [index, item] of items.entries()) {
+        const label = `${image}: ${item.text}`;
+        assert.equal(cls.matches[index].text, item.text);
+        assert.ok(maxAbsDiff(cls.matches[index].itmLogits, item.itm_logits_unpadded) < LOGITS_TOLERANCE, `${label}: itm_logits`);
+        assert.ok(Math.abs(cls.matches[index].itmProbability - item.itm_prob) < PROBABILITY_TOLERANCE, `${label}: itm_prob`);
+        assert.ok(maxAbsDiff(enc.matches[index].itmLogits, item.itm_logits_enc_token) < LOGITS_TOLERANCE, `${label}: [ENC] itm_logits`);
+        assert.ok(Math.abs(enc.matches[index].itmProbability - item.itm_prob_enc_token) < PROBABILITY_TOLERANCE, `${label}: [ENC] itm_prob`);
+        assert.ok(Math.abs(cls.matches[index].cosine - item.itc_cosine) < PROBABILITY_TOLERANCE, `${label}: itc_cosine`);
+        assert.equal(enc.matches[index].cosine, cls.matches[index].cosine, `${label}: ITC does not depend on the first token`);
+      }
+    }
+  });
+
+  test('scores from png bytes', async () => {
+    const items = cases.filter((c) => c.image === 'cats.png');
+    const bytes = readFileSync(path.join(goldenDir, 'images', 'cats.png'));
+    const result = await model.match(bytes, items.map((c) => c.text), { firstToken: 'cls' });
+    for (const [index, item] of items.entries()) {
+      assert.ok(Math.abs(result.matches[index].itmProbability - item.itm_prob) < PROBABILITY_TOLERANCE, item.text);
+    }
+  });
+
+  test('invalid calls rejected', async () => {
+    const bytes = readFileSync(path.join(goldenDir, 'images', 'cats.png'));
+    await assert.rejects(model.match(bytes, 'a cat'), /array of strings/);
+    await assert.rejects(model.match(bytes, ['a cat'], { numBeams: 3 }), /unknown option numBeams/);
+    await assert.rejects(model.match(bytes, ['word '.repeat(100)]), /more than the model's 64 text positions/);
+    await assert.rejects(model.vqa(bytes, 'why?'), /itm model/);
   });
 });
