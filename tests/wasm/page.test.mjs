@@ -48,7 +48,8 @@ function startServer(demoModel) {
     ['/models/demo-caption.gguf', demoModel.file],
   ]);
   const server = createServer((request, response) => {
-    requests.push(request.url);
+    const record = { url: request.url, status: 200 };
+    requests.push(record);
     const urlPath = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
     let file = routes.get(urlPath);
     if (!file && urlPath.startsWith('/examples/web/blip/')) file = path.join(distDir, urlPath.slice('/examples/web/blip/'.length));
@@ -57,6 +58,7 @@ function startServer(demoModel) {
     const resolved = path.resolve(file);
     const allowed = [repoRoot, distDir, path.join(goldenDir, 'images')].some((root) => resolved.startsWith(root + path.sep));
     if (!allowed || !existsSync(resolved) || !statSync(resolved).isFile()) {
+      record.status = 404;
       response.writeHead(404, { 'Content-Type': 'text/plain' });
       response.end(`not found: ${urlPath}`);
       return;
@@ -231,10 +233,16 @@ describe('web page in Chromium', { skip: goldenAvailable ? chromiumSkip : golden
   });
 
   test('no request to other hosts', () => {
-    const foreign = browserRequests.filter((url) => !url.startsWith(served.origin + '/') && !/^(blob|data):/.test(url));
-    assert.deepEqual(foreign, []);
-    assert.ok(served.requests.includes('/examples/web/blip/blip-core.wasm'), 'the page did not load blip-core.wasm from the test server');
-    assert.deepEqual(failedRequests, []);
+    const isLocal = (url) => url.startsWith(served.origin + '/') || /^(blob|data):/.test(url);
+    assert.deepEqual(browserRequests.filter((url) => !isLocal(url)), []);
+    // Chromium sometimes reports a worker's completed streaming download as aborted, so
+    // failures of local requests are checked on the server side below instead.
+    assert.deepEqual(failedRequests.filter((entry) => !isLocal(entry)), []);
+  });
+
+  test('every page request served', () => {
+    assert.ok(served.requests.some((r) => r.url === '/examples/web/blip/blip-core.wasm'), 'blip-core.wasm was not requested');
+    assert.deepEqual(served.requests.filter((r) => r.status !== 200).map((r) => r.url), []);
   });
 
   test('no page errors', () => {
