@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -46,11 +47,19 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kCaptionMaxLength = 30;  // generate(max_length=30), as the reference captions
+constexpr std::int32_t kClsId = 101;
+constexpr std::int32_t kSepId = 102;
+// The ITM and VQA inputs, the same as in compare_torch.py.
+constexpr const char* kItmText = "two cats lying on a couch";
+constexpr std::size_t kItmLength = 35;  // ITM text length after padding
+constexpr const char* kVqaQuestion = "what is in the picture ?";
+constexpr int kVqaAnswerTokens = 9;  // generate(max_length=10) without [SEP] ending it
 
 struct Options {
     std::vector<std::string> models = {"base"};
     std::vector<int> threads = {1, 2};
     std::vector<std::string> types = {"f32"};
+    std::vector<std::string> stages = {"caption", "itm", "vqa"};
     int runs = 3;
     int tokens = 30;
     bool json_output = false;
@@ -75,6 +84,7 @@ measured FMA and memory-bandwidth limits.
   --model base,large   model families to run (default base)
   --threads 1,2        thread counts (default 1,2)
   --types f32,q8_0     weight types of the nn.Linear weights (default f32)
+  --stages LIST        caption, itm, vqa (default all; there is no large VQA model)
   --runs N             timed runs per stage, after one warm-up; the median is reported (default 3)
   --tokens N           greedy tokens per run; [SEP] does not stop them (default 30)
   --image PATH         image to decode and preprocess (default the golden images/cats.png)
@@ -126,6 +136,9 @@ Options parse_options(int argc, char** argv) {
                     throw Error("unknown weight type '" + type + "' in --types; use f32, f16, bf16, q8_0, q4_0, q4_1, "
                                 "q4_k, q5_k or q6_k");
             }
+        } else if (arg == "--stages") {
+            options.stages = split_list(value());
+            for (const auto& stage : options.stages) blip::parse_task(stage, "--stages");
         } else if (arg == "--runs") {
             options.runs = parse_positive(value(), arg);
         } else if (arg == "--tokens") {
@@ -167,6 +180,13 @@ Options parse_options(int argc, char** argv) {
 
 // ---------------------------------------------------------------------------------------
 // Timing helpers
+
+std::vector<std::string> split_words(const std::string& text) {
+    std::vector<std::string> words;
+    std::stringstream stream(text);
+    for (std::string word; stream >> word;) words.push_back(word);
+    return words;
+}
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -264,7 +284,7 @@ float max_abs_diff(const std::vector<float>& values, const std::vector<float>& r
     return diff;
 }
 
-json run_child(const Options& options) {
+json run_caption_child(const Options& options) {
     const auto name = blip::bench::checkpoint_name(options.child_model, blip::Task::Caption);
     const fs::path golden = blip_test::golden_dir();
     const fs::path reference_dir = golden / "fullsize";
@@ -280,6 +300,7 @@ json run_child(const Options& options) {
     const bool image_is_reference = fs::path(options.image).filename() == "cats.png";
 
     json out;
+    out["task"] = "caption";
     out["model"] = options.child_model;
     out["checkpoint"] = name.checkpoint;
     out["type"] = options.child_type;
@@ -363,12 +384,118 @@ json run_child(const Options& options) {
         entry["caption_ids"] = caption_ids;
         if (image_is_reference && !reference_greedy.empty())
             entry["caption_vs_reference"] = compare_ids(caption_ids, reference_greedy);
-        // TODO: time beam search (3 beams, max_length 30), VQA and ITM once the library has
-        // beam search and the VQA and ITM models.
+        // TODO: time beam search (3 beams, max_length 30) once the library has it.
         out["per_thread"].push_back(entry);
     }
     out["peak_rss_mb"] = peak_rss_mb();
     return out;
+}
+
+// Token ids of whole lowercase words from the golden vocabulary, [CLS] first and [SEP] last.
+// The benchmark texts contain only whole words of the vocabulary, so this is what the
+// WordPiece tokenizer returns for them.
+std::vector<std::int32_t> whole_word_ids(const std::vector<std::string>& words) {
+    const fs::path path = blip_test::golden_dir() / "tokenizer" / "vocab.txt";
+    std::ifstream in(path);
+    if (!in) throw Error("vocabulary " + path.string() + " not found; set BLIP_GOLDEN_DIR to the golden folder");
+    std::vector<std::string> vocab;
+    for (std::string line; std::getline(in, line);) vocab.push_back(line);
+    std::vector<std::int32_t> ids = {kClsId};
+    for (const auto& word : words) {
+        const auto found = std::find(vocab.begin(), vocab.end(), word);
+        if (found == vocab.end()) throw Error("word '" + word + "' is not in " + path.string());
+        ids.push_back(static_cast<std::int32_t>(found - vocab.begin()));
+    }
+    ids.push_back(kSepId);
+    return ids;
+}
+
+// The decoded and preprocessed benchmark image, for a model with `config`.
+std::vector<float> load_pixels(const Options& options, const blip::BlipConfig& config) {
+    return blip::preprocess_image(blip::decode_image_file(options.image), config.preprocess);
+}
+
+// Times `function` once as a warm-up and then `runs` times; returns the median seconds.
+template <class Function>
+double median_seconds(int runs, Function&& function) {
+    function();
+    std::vector<double> seconds;
+    for (int run = 0; run < runs; ++run) {
+        const auto start = Clock::now();
+        function();
+        seconds.push_back(seconds_since(start));
+    }
+    return median(seconds);
+}
+
+// ITM: vision, the image-grounded text encoder over a caption padded to kItmLength tokens,
+// and the ITM head. The text's first token stays [CLS], as transformers 4.30.2 feeds it.
+json run_itm_child(const Options& options) {
+    auto model = std::make_shared<const blip::BlipForImageTextRetrieval>(blip::gguf::File::open(options.child_file));
+    const std::vector<float> pixels = load_pixels(options, model->config);
+    blip::TextTokens text;
+    text.ids = whole_word_ids(split_words(kItmText));
+    text.attention_mask.assign(text.ids.size(), 1);
+    text.ids.resize(kItmLength, model->config.tokens.pad);
+    text.attention_mask.resize(kItmLength, 0);
+
+    json out;
+    out["task"] = "itm";
+    for (int threads : options.threads) {
+        blip::set_num_threads(threads);
+        double probability = 0.0;
+        const double seconds = median_seconds(options.runs, [&] {
+            const std::vector<float> image_embeds = model->vision_model.forward(pixels);
+            const std::vector<float> logits = model->itm_logits(image_embeds, {text}, blip::EncoderFirstToken::Cls);
+            probability = blip::itm_probability(logits.data());
+        });
+        out["per_thread"].push_back({{"threads", threads}, {"itm_ms", seconds * 1e3}, {"itm_prob", probability}});
+    }
+    out["peak_rss_mb"] = peak_rss_mb();
+    return out;
+}
+
+// VQA: vision, the question encoder, and kVqaAnswerTokens answer tokens decoded greedily
+// ([SEP] does not stop them, so every run does the same work). The question's first token
+// stays [CLS], as transformers 4.30.2 feeds it.
+json run_vqa_child(const Options& options) {
+    auto model = std::make_shared<const blip::BlipForQuestionAnswering>(blip::gguf::File::open(options.child_file));
+    const std::vector<float> pixels = load_pixels(options, model->config);
+    const std::vector<std::int32_t> question = whole_word_ids(split_words(kVqaQuestion));
+    const std::int64_t vocab = model->config.text.vocab_size;
+
+    json out;
+    out["task"] = "vqa";
+    for (int threads : options.threads) {
+        blip::set_num_threads(threads);
+        std::vector<std::int32_t> answer;
+        const double seconds = median_seconds(options.runs, [&] {
+            const std::vector<float> image_embeds = model->vision_model.forward(pixels);
+            const std::vector<float> question_embeds =
+                model->encode_question(image_embeds, question, blip::EncoderFirstToken::Cls);
+            blip::DecoderState state = model->decoder_state(question_embeds, 1, kVqaAnswerTokens + 1, 1);
+            answer = {model->config.tokens.bos};
+            std::int32_t next = model->config.tokens.bos;
+            for (int i = 0; i < kVqaAnswerTokens; ++i) {
+                next = blip::argmax(model->text_decoder.decode(state, &next, 1), vocab);
+                answer.push_back(next);
+            }
+        });
+        out["per_thread"].push_back(
+            {{"threads", threads}, {"vqa_ms", seconds * 1e3}, {"vqa_answer_tokens", kVqaAnswerTokens}, {"vqa_ids", answer}});
+    }
+    out["peak_rss_mb"] = peak_rss_mb();
+    return out;
+}
+
+json run_child(const Options& options) {
+    const blip::Task task = blip::parse_task(options.child_task, "--child-task");
+    switch (task) {
+        case blip::Task::Caption: return run_caption_child(options);
+        case blip::Task::Itm: return run_itm_child(options);
+        case blip::Task::Vqa: return run_vqa_child(options);
+    }
+    throw Error("unknown child task " + options.child_task);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -428,7 +555,7 @@ std::string self_executable(const char* argv0) {
 
 // Runs this program as a child for one model file and returns the JSON it wrote.
 json run_child_process(const std::string& executable, const Options& options, const std::string& model,
-                       const std::string& type, const fs::path& file) {
+                       const std::string& type, const std::string& task, const fs::path& file) {
     const fs::path output = fs::path(options.work_dir) / ("child-" + std::to_string(getpid()) + ".json");
     std::string threads;
     for (int t : options.threads) threads += (threads.empty() ? "" : ",") + std::to_string(t);
@@ -436,7 +563,7 @@ json run_child_process(const std::string& executable, const Options& options, co
                                      output.string(), "--child-model",  model,         "--child-type",
                                      type,            "--threads",      threads,       "--runs",
                                      std::to_string(options.runs), "--tokens", std::to_string(options.tokens),
-                                     "--image",       options.image};
+                                     "--image",       options.image, "--child-task", task};
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -444,13 +571,14 @@ json run_child_process(const std::string& executable, const Options& options, co
     pid_t pid = 0;
     const int spawn_error = posix_spawn(&pid, executable.c_str(), nullptr, nullptr, argv.data(), environ);
     if (spawn_error != 0)
-        throw Error("could not start " + executable + " for model " + model + " " + type + ": " +
+        throw Error("could not start " + executable + " for " + task + " model " + model + " " + type + ": " +
                     std::strerror(spawn_error));
     int status = 0;
-    if (waitpid(pid, &status, 0) < 0) throw Error("waitpid failed for the child of model " + model + " " + type);
+    if (waitpid(pid, &status, 0) < 0)
+        throw Error("waitpid failed for the child of " + task + " model " + model + " " + type);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        throw Error("child for model " + model + " " + type + " failed (status " + std::to_string(status) +
-                    "); its error is printed above");
+        throw Error("child for " + task + " model " + model + " " + type + " failed (status " +
+                    std::to_string(status) + "); its error is printed above");
     std::ifstream in(output);
     json result = json::parse(in);
     in.close();
@@ -458,23 +586,39 @@ json run_child_process(const std::string& executable, const Options& options, co
     return result;
 }
 
-// One row per (model, type, thread count), with the shared per-file values copied in, so
-// that compare_torch.py can look rows up by model, type and threads.
+// One row per (model, type, thread count) that merges the stages of every task, with the
+// caption file's shared values copied in, so that compare_torch.py can look rows up by
+// model, type and threads.
 json flatten_results(const json& children) {
-    json rows = json::array();
+    std::vector<std::string> order;
+    std::map<std::string, json> rows;
     for (const auto& child : children) {
+        const std::string task = child.at("task");
         for (const auto& entry : child.at("per_thread")) {
-            json row = entry;
-            for (const char* key : {"model", "checkpoint", "type", "load_ms", "preprocess_ms", "file_bytes",
-                                    "decoder_bytes_per_step", "vision_gflop", "peak_rss_mb", "tensor_sums_checked",
-                                    "tensor_sum_mismatches"}) {
-                if (child.contains(key)) row[key] = child.at(key);
+            const std::string key = child.at("model").get<std::string>() + "|" + child.at("type").get<std::string>() +
+                                    "|" + std::to_string(entry.at("threads").get<int>());
+            if (rows.find(key) == rows.end()) order.push_back(key);
+            json& row = rows[key];
+            row.update(entry);
+            row["model"] = child.at("model");
+            row["type"] = child.at("type");
+            row[task + "_peak_rss_mb"] = child.at("peak_rss_mb");
+            if (task != "caption") continue;
+            for (const char* shared : {"checkpoint", "load_ms", "preprocess_ms", "file_bytes", "decoder_bytes_per_step",
+                                       "vision_gflop", "peak_rss_mb", "tensor_sums_checked"}) {
+                if (child.contains(shared)) row[shared] = child.at(shared);
             }
-            row["caption_peak_rss_mb"] = child.at("peak_rss_mb");
-            rows.push_back(row);
         }
     }
-    return rows;
+    json out = json::array();
+    for (const auto& key : order) out.push_back(rows[key]);
+    return out;
+}
+
+// Returns row[key] as a number, or NaN when the row lacks it (a stage that did not run).
+double number(const json& row, const char* key) {
+    const auto found = row.find(key);
+    return found == row.end() || !found->is_number() ? NAN : found->get<double>();
 }
 
 // Adds each stage's fraction of the machine's limit for the row's thread count.
@@ -484,11 +628,12 @@ void add_fractions(json& rows, const blip::bench::MachineLimits& limits) {
         const auto& fma = limits.fma_for(threads);
         const auto& bandwidth = limits.bandwidth_for(threads);
         row["fma_peak_gflops"] = fma.gflops;
-        row["vision_fraction_of_fma_peak"] = row.at("vision_gflops_per_s").get<double>() / fma.gflops;
-        const double floor_seconds = row.at("decoder_bytes_per_step").get<double>() / (bandwidth.gbytes_per_s * 1e9);
         row["read_bandwidth_gbytes_per_s"] = bandwidth.gbytes_per_s;
+        if (!row.contains("vision_gflops_per_s")) continue;  // no caption stage
+        row["vision_fraction_of_fma_peak"] = number(row, "vision_gflops_per_s") / fma.gflops;
+        const double floor_seconds = number(row, "decoder_bytes_per_step") / (bandwidth.gbytes_per_s * 1e9);
         row["greedy_step_floor_ms"] = floor_seconds * 1e3;
-        row["greedy_step_fraction_of_bandwidth"] = floor_seconds * 1e3 / row.at("greedy_step_ms").get<double>();
+        row["greedy_step_fraction_of_bandwidth"] = floor_seconds * 1e3 / number(row, "greedy_step_ms");
     }
 }
 
@@ -499,28 +644,51 @@ std::string ids_check(const json& row) {
     return std::to_string(check.at("matching_prefix").get<int>()) + "/" + std::to_string(check.at("compared").get<int>());
 }
 
+// Formats `value` right-aligned in `width` characters with `precision` decimals, or "-"
+// when it is NaN (the stage did not run); `scale` multiplies it first (100 for percent).
+std::string cell(double value, int width, int precision, double scale = 1.0) {
+    char text[64];
+    if (std::isnan(value))
+        std::snprintf(text, sizeof text, "%*s", width, "-");
+    else
+        std::snprintf(text, sizeof text, "%*.*f", width, precision, value * scale);
+    return text;
+}
+
+// A fraction as a 5-character percentage ("  42%"), or "    -" when it is NaN.
+std::string percent_cell(double fraction) {
+    return std::isnan(fraction) ? std::string("    -") : cell(fraction, 4, 0, 100.0) + "%";
+}
+
 void print_table(const json& rows) {
-    std::printf("\n%-6s %-5s %3s %8s %8s %9s %7s %5s %8s %8s %8s %5s %9s %7s %s\n", "model", "type", "thr", "load ms",
-                "prep ms", "vision ms", "GFLOP/s", "%FMA", "ms/token", "step ms", "floor ms", "%BW", "caption", "RSS MB",
-                "ids");
+    std::printf("\n%-6s %-5s %3s %8s %8s %9s %7s %5s %8s %8s %8s %5s %9s %8s %8s %7s %s\n", "model", "type", "thr",
+                "load ms", "prep ms", "vision ms", "GFLOP/s", "%FMA", "ms/token", "step ms", "floor ms", "%BW",
+                "caption", "ITM ms", "VQA ms", "RSS MB", "ids");
     for (const auto& row : rows) {
-        std::printf("%-6s %-5s %3d %8.1f %8.1f %9.1f %7.1f %4.0f%% %8.1f %8.2f %8.2f %4.0f%% %9.1f %7.0f %s\n",
+        std::printf("%-6s %-5s %3d %s %s %s %s %s %s %s %s %s %s %s %s %s %s\n",
                     row.at("model").get<std::string>().c_str(), row.at("type").get<std::string>().c_str(),
-                    row.at("threads").get<int>(), row.at("load_ms").get<double>(),
-                    row.at("preprocess_ms").get<double>(), row.at("vision_ms").get<double>(),
-                    row.at("vision_gflops_per_s").get<double>(),
-                    100.0 * row.at("vision_fraction_of_fma_peak").get<double>(),
-                    row.at("greedy_ms_per_token").get<double>(), row.at("greedy_step_ms").get<double>(),
-                    row.at("greedy_step_floor_ms").get<double>(),
-                    100.0 * row.at("greedy_step_fraction_of_bandwidth").get<double>(), row.at("caption_ms").get<double>(),
-                    row.at("peak_rss_mb").get<double>(), ids_check(row).c_str());
+                    row.at("threads").get<int>(), cell(number(row, "load_ms"), 8, 1).c_str(),
+                    cell(number(row, "preprocess_ms"), 8, 1).c_str(), cell(number(row, "vision_ms"), 9, 1).c_str(),
+                    cell(number(row, "vision_gflops_per_s"), 7, 1).c_str(),
+                    percent_cell(number(row, "vision_fraction_of_fma_peak")).c_str(),
+                    cell(number(row, "greedy_ms_per_token"), 8, 1).c_str(),
+                    cell(number(row, "greedy_step_ms"), 8, 2).c_str(),
+                    cell(number(row, "greedy_step_floor_ms"), 8, 2).c_str(),
+                    percent_cell(number(row, "greedy_step_fraction_of_bandwidth")).c_str(),
+                    cell(number(row, "caption_ms"), 9, 1).c_str(), cell(number(row, "itm_ms"), 8, 1).c_str(),
+                    cell(number(row, "vqa_ms"), 8, 1).c_str(), cell(number(row, "caption_peak_rss_mb"), 7, 0).c_str(),
+                    ids_check(row).c_str());
     }
     std::printf(
         "\nvision: GFLOP/s of the matrix products, %%FMA = share of the measured FMA peak for that thread count.\n"
         "ms/token: greedy decoding of %s tokens including the decoder setup (cross-attention keys and values);\n"
         "step ms: one decoder step; floor ms: weight bytes one step reads / measured read bandwidth; %%BW = floor / step.\n"
-        "caption: vision + generate(max_length=30). ids: greedy ids against the reference (f32 must be ok).\n",
-        rows.empty() ? "?" : std::to_string(rows.at(0).at("greedy_tokens").get<int>()).c_str());
+        "caption: vision + generate(max_length=30). ITM: vision + text encoder (35 tokens) + ITM head.\n"
+        "VQA: vision + question encoder + 9 answer tokens. RSS MB: peak RSS of the caption model's process.\n"
+        "ids: greedy ids against the reference (f32 must be ok; quantized types may leave it).\n",
+        rows.empty() || !rows.at(0).contains("greedy_tokens")
+            ? "?"
+            : std::to_string(rows.at(0).at("greedy_tokens").get<int>()).c_str());
 }
 
 int run_parent(const Options& options, int argc, char** argv) {
@@ -539,23 +707,32 @@ int run_parent(const Options& options, int argc, char** argv) {
     const std::string executable = self_executable(argv[0]);
     json children = json::array();
     for (const auto& model : options.models) {
-        const auto name = blip::bench::checkpoint_name(model, blip::Task::Caption);
         for (const auto& type_name : options.types) {
             blip::DType type = blip::DType::F32;
             blip::parse_dtype(type_name, type);
-            const fs::path file = work.path / (name.checkpoint + "." + type_name + ".gguf");
-            std::fprintf(stderr, "blip-bench: %s %s: building %s...\n", model.c_str(), type_name.c_str(),
-                         file.string().c_str());
-            const auto start = Clock::now();
-            const auto build = blip::bench::build_model_file(name, type, file);
-            if (!build.sum_mismatches.empty())
-                throw Error("the weight rule gives wrong sums for " + std::to_string(build.sum_mismatches.size()) +
-                            " tensors of " + name.checkpoint + ", first " + build.sum_mismatches.front());
-            std::fprintf(stderr, "blip-bench: %s %s: %s in %.1f s; timing...\n", model.c_str(), type_name.c_str(),
-                         build.reused ? "reused" : "built", seconds_since(start));
-            json child = run_child_process(executable, child_options, model, type_name, file);
-            if (!build.reused) child["tensor_sums_checked"] = build.checked_sums;
-            children.push_back(child);
+            for (const auto& stage : options.stages) {
+                const auto name = blip::bench::checkpoint_name(model, blip::parse_task(stage, "--stages"));
+                if (name.checkpoint.empty()) {
+                    std::fprintf(stderr, "blip-bench: no %s model in the %s family; skipping it\n", stage.c_str(),
+                                 model.c_str());
+                    continue;
+                }
+                const fs::path file = work.path / (name.checkpoint + "." + type_name + ".gguf");
+                std::fprintf(stderr, "blip-bench: %s %s: building %s...\n", name.checkpoint.c_str(), type_name.c_str(),
+                             file.string().c_str());
+                const auto start = Clock::now();
+                const auto build = blip::bench::build_model_file(name, type, file);
+                if (!build.sum_mismatches.empty())
+                    throw Error("the weight rule gives wrong sums for " + std::to_string(build.sum_mismatches.size()) +
+                                " tensors of " + name.checkpoint + ", first " + build.sum_mismatches.front());
+                std::fprintf(stderr, "blip-bench: %s %s: %s in %.1f s; timing...\n", name.checkpoint.c_str(),
+                             type_name.c_str(), build.reused ? "reused" : "built", seconds_since(start));
+                json child = run_child_process(executable, child_options, model, type_name, stage, file);
+                child["model"] = model;
+                child["type"] = type_name;
+                if (!build.reused) child["tensor_sums_checked"] = build.checked_sums;
+                children.push_back(child);
+            }
         }
     }
     json rows = flatten_results(children);
