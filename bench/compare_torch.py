@@ -610,6 +610,25 @@ def speedups(torch_results, ours, onnx):
     return rows
 
 
+def agreement(torch_results, ours):
+    """Checks that blip-bench (f32) computed what PyTorch computed: the same greedy, beam and
+    VQA ids and the same ITM probability within 1e-4."""
+    checks = []
+    for reference in torch_results:
+        mine = find_entry((ours or {}).get("results", []), model=reference["model"], threads=reference["threads"], type="f32")
+        if not mine:
+            continue
+        for key in ("greedy_ids", "beam_ids", "vqa_ids"):
+            if key in reference and key in mine:
+                common = min(len(reference[key]), len(mine[key]))
+                checks.append({"model": reference["model"], "threads": reference["threads"], "check": key,
+                               "ok": reference[key][:common] == mine[key][:common]})
+        if "itm_prob" in reference and "itm_prob" in mine:
+            checks.append({"model": reference["model"], "threads": reference["threads"], "check": "itm_prob",
+                           "ok": abs(reference["itm_prob"] - mine["itm_prob"]) <= 1e-4})
+    return checks
+
+
 def print_table(rows):
     header = f"{'stage':<20} {'model':<6} {'thr':>3} {'reference':<12} {'ref ms':>10} {'ours ms':>10} {'ratio':>8}"
     print("ratio = reference / ours: the speed-up for times, the memory saving for the RSS row (values in MB)", file=sys.stderr)
@@ -675,6 +694,12 @@ def main():
     onnx = json.loads(args.onnx.read_text()) if args.onnx else None
     if onnx:
         report["onnxruntime"] = onnx
+    checks = agreement(report["results"], ours)
+    if checks:
+        report["agreement"] = checks
+        failed = [f"{c['check']} ({c['model']}, {c['threads']} thread(s))" for c in checks if not c["ok"]]
+        print("outputs of blip-bench and PyTorch " + ("differ: " + ", ".join(failed) if failed else "agree"),
+              file=sys.stderr)
     rows = speedups(report["results"], ours, onnx)
     if rows:
         report["speedups"] = [dict(zip(("stage", "model", "threads", "reference", "reference_ms", "ours_ms", "speedup"), row))
