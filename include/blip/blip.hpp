@@ -29,6 +29,9 @@
 #include "blip/model/vision.hpp"
 #include "blip/model/text.hpp"
 #include "blip/model/caption.hpp"
+#include "blip/model/image_grounded.hpp"
+#include "blip/model/vqa.hpp"
+#include "blip/model/itm.hpp"
 
 // generate
 #include "blip/generate/greedy.hpp"
@@ -44,3 +47,6 @@
 
 // pipeline
 #include "blip/pipeline/captioner.hpp"
+#include "blip/pipeline/vqa.hpp"
+#include "blip/pipeline/matcher.hpp"
+#include "blip/pipeline/retrieval.hpp"
