@@ -1,11 +1,12 @@
-// blip-bench: times the full-size BLIP captioning models on this machine and relates every
-// stage to the machine's own limits (peak FMA throughput, memory read bandwidth).
+// blip-bench: times the full-size BLIP models (captioning, ITM, VQA) on this machine and
+// relates every stage to the machine's own limits (peak FMA throughput, memory read
+// bandwidth).
 //
-// The parent process measures the limits, writes one GGUF file per model and weight type
-// (full-size shapes, weights by the full-size rule, so the captions can be checked against
-// the reference ids) and runs one child process per file. Each child maps its file, times
-// the stages for every thread count and reports its peak RSS, which therefore belongs to
-// one model alone.
+// The parent process measures the limits, writes one GGUF file per model, task and weight
+// type (full-size shapes, weights by the full-size rule, so the captions can be checked
+// against the reference ids) and runs one child process per file. Each child maps its file,
+// times the stages for every thread count and reports its peak RSS, which therefore belongs
+// to one model alone.
 
 #include <spawn.h>
 #include <sys/resource.h>

@@ -611,8 +611,10 @@ def speedups(torch_results, ours, onnx):
 
 
 def agreement(torch_results, ours):
-    """Checks that blip-bench (f32) computed what PyTorch computed: the same greedy, beam and
-    VQA ids and the same ITM probability within 1e-4."""
+    """Check that blip-bench (f32) computed what PyTorch computed.
+
+    Compares the greedy, beam and VQA ids and the ITM probability (within 1e-4).
+    """
     checks = []
     for reference in torch_results:
         mine = find_entry((ours or {}).get("results", []), model=reference["model"], threads=reference["threads"], type="f32")
