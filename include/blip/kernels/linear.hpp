@@ -56,16 +56,29 @@ inline bool linear_supports(DType type, std::int64_t in_features) {
     return type == DType::F32 ? in_features > 0 : quant::row_length_supported(type, in_features);
 }
 
+// How linear() may compute a row of its output.
+enum class RowOrder {
+    // The fastest product for the row count. For f32 weights, Eigen's matrix-vector product
+    // (1 row) and matrix product (several rows) round differently, and the matrix product's
+    // edge blocks depend on the row count, so a row's bits depend on the rows around it.
+    Fastest,
+    // Every row gets the same bits whatever the other rows and their number, as batched
+    // decoding needs to give each sequence the tokens it gets alone. f32 weights then run
+    // through quant::gemm's dot-product kernels, like the other weight types always do.
+    BatchInvariant,
+};
+
 // y = x W^T + b for a weight `weight` of shape [out_features, in_features] (any shape with
 // that many elements, such as the 4-D patch convolution) stored in any supported type.
 inline void linear(const gguf::TensorInfo& weight, const float* bias, std::int64_t out_features,
-                   std::int64_t in_features, const float* x, std::int64_t rows, float* y) {
+                   std::int64_t in_features, const float* x, std::int64_t rows, float* y,
+                   RowOrder order = RowOrder::Fastest) {
     if (weight.numel() != out_features * in_features)
         throw Error("linear: weight " + weight.name + " of shape " + gguf::shape_string(weight.shape) +
                     " does not have " + std::to_string(out_features) + " x " + std::to_string(in_features) +
                     " elements");
     if (weight.data == nullptr) throw Error("linear: weight " + weight.name + " has no data");
-    if (weight.type == DType::F32) {
+    if (weight.type == DType::F32 && order == RowOrder::Fastest) {
         linear_f32(weight.f32(), bias, out_features, in_features, x, rows, y);
         return;
     }

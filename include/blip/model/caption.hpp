@@ -5,9 +5,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "blip/core/error.hpp"
+#include "blip/generate/generate.hpp"
 #include "blip/generate/greedy.hpp"
 #include "blip/gguf/reader.hpp"
 #include "blip/model/config.hpp"
@@ -54,17 +56,52 @@ public:
         return ids;
     }
 
-    // Writes a caption for `image_embeds` (vision_model.forward's output) greedily, continuing
-    // `prompt_ids` ([CLS] ... [SEP] from the tokenizer; may be empty). Returns every token:
-    // [DEC], the prompt, the caption and the final [SEP] unless max_length cut it off.
+    // Writes a caption for `image_embeds` (vision_model.forward's output), continuing
+    // `prompt_ids` ([CLS] ... [SEP] from the tokenizer; may be empty), with greedy search,
+    // sampling or beam search as `generation` says. Returns every token of the first (for beam
+    // search the best) sequence: [DEC], the prompt, the caption and the final [SEP] unless
+    // max_length cut it off.
     std::vector<std::int32_t> generate(const std::vector<float>& image_embeds,
                                        const std::vector<std::int32_t>& prompt_ids = {},
                                        const GenerationConfig& generation = {}) const {
+        return generate_batch({&image_embeds}, {prompt_ids}, generation).sequences.front();
+    }
+
+    // Captions several images in one batch: `image_embeds` holds one vision_model.forward
+    // output per image, and `prompt_ids` one prompt per image, a single prompt for all, or none.
+    // Returns num_return_sequences sequences per image (see GenerationOutput); each image gets
+    // exactly the tokens it gets alone. `on_token` (optional) receives each token of greedy
+    // search and sampling as it is chosen.
+    GenerationOutput generate_batch(const std::vector<const std::vector<float>*>& image_embeds,
+                                    const std::vector<std::vector<std::int32_t>>& prompt_ids = {},
+                                    const GenerationConfig& generation = {}, TokenCallback on_token = {}) const {
         check_generation_config(generation);
-        const std::vector<std::int32_t> prefix = decoder_input_ids(prompt_ids);
-        const auto prefix_length = static_cast<std::int64_t>(prefix.size());
-        DecoderState state = decoder_state(image_embeds, generation_capacity(prefix_length, generation), prefix_length);
-        return greedy_search(text_decoder, state, {prefix}, generation, config.tokens.eos, config.tokens.pad)[0];
+        const auto images = static_cast<std::int64_t>(image_embeds.size());
+        if (images < 1) throw Error("caption: no image embeddings given");
+        if (prompt_ids.size() > 1 && static_cast<std::int64_t>(prompt_ids.size()) != images)
+            throw Error("caption: " + std::to_string(prompt_ids.size()) + " prompts given for " +
+                        std::to_string(images) + " images (give one per image, one for all, or none)");
+        GenerationRequest request;
+        for (std::int64_t image = 0; image < images; ++image) {
+            static const std::vector<std::int32_t> no_prompt;
+            const auto& prompt = prompt_ids.empty()       ? no_prompt
+                                 : prompt_ids.size() == 1 ? prompt_ids.front()
+                                                          : prompt_ids[static_cast<std::size_t>(image)];
+            request.prefixes.push_back(decoder_input_ids(prompt));
+        }
+        request.eos_token_id = config.tokens.eos;
+        request.pad_token_id = config.tokens.pad;
+        request.on_token = std::move(on_token);
+
+        const std::int64_t tokens = vision_model.num_tokens();
+        DecoderState state = text_decoder.new_state(generation_state_size(request, generation, images, tokens));
+        for (std::int64_t image = 0; image < images; ++image) {
+            const std::vector<float>* embeds = image_embeds[static_cast<std::size_t>(image)];
+            if (embeds == nullptr) throw Error("caption: image " + std::to_string(image) + " has no embeddings");
+            check_image_embeds(*embeds);
+            text_decoder.bert.set_encoder_hidden_states(state, image, embeds->data(), tokens);
+        }
+        return blip::generate(text_decoder, state, request, generation);
     }
 
     // Returns the decoder's logits [vocab] for the token after `input_ids` (which start with
@@ -82,11 +119,8 @@ public:
     // the decoder themselves.
     DecoderState decoder_state(const std::vector<float>& image_embeds, std::int64_t capacity,
                                std::int64_t max_step_tokens) const {
+        check_image_embeds(image_embeds);
         const std::int64_t tokens = vision_model.num_tokens();
-        if (image_embeds.size() != static_cast<std::size_t>(tokens * config.vision.hidden_size))
-            throw Error("caption: image_embeds has " + std::to_string(image_embeds.size()) + " values, expected " +
-                        std::to_string(tokens) + " x " + std::to_string(config.vision.hidden_size) +
-                        " (the vision model's output for one image)");
         DecoderStateSize size;
         size.rows = 1;
         size.capacity = capacity;
@@ -99,6 +133,14 @@ public:
     }
 
 private:
+    void check_image_embeds(const std::vector<float>& image_embeds) const {
+        const std::int64_t tokens = vision_model.num_tokens();
+        if (image_embeds.size() != static_cast<std::size_t>(tokens * config.vision.hidden_size))
+            throw Error("caption: image_embeds has " + std::to_string(image_embeds.size()) + " values, expected " +
+                        std::to_string(tokens) + " x " + std::to_string(config.vision.hidden_size) +
+                        " (the vision model's output for one image)");
+    }
+
     std::shared_ptr<const gguf::File> file_;
 };
 

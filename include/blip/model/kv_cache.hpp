@@ -60,17 +60,24 @@ public:
     float* key_bias(std::int64_t row) { return key_bias_.data() + check_row(row) * capacity_; }
     const float* key_bias(std::int64_t row) const { return key_bias_.data() + check_row(row) * capacity_; }
 
-    // Makes row r a copy of row parent_rows[r] for every r (beam search keeps the caches of
-    // the surviving beams). Only cached positions are copied; nothing is allocated.
+    // Makes row r a copy of row parent_rows[r] for every r < parent_rows.size(), as beam search
+    // keeps the caches of the surviving beams; a parent of -1 leaves row r empty (length 0).
+    // Rows from parent_rows.size() on become empty too, so passing fewer parents than rows
+    // packs the rows still in use at the front. Only cached positions are copied; nothing is
+    // allocated.
     void reorder(const std::vector<int>& parent_rows) {
-        if (static_cast<std::int64_t>(parent_rows.size()) != rows_)
+        if (static_cast<std::int64_t>(parent_rows.size()) > rows_)
             throw Error("KVCache::reorder: " + std::to_string(parent_rows.size()) + " parent rows given for " +
                         std::to_string(rows_) + " rows");
-        for (int parent : parent_rows) check_row(parent);
-        for (std::int64_t row = 0; row < rows_; ++row) {
-            const std::int64_t parent = parent_rows[static_cast<std::size_t>(row)];
+        for (int parent : parent_rows)
+            if (parent != -1) check_row(parent);
+        std::fill(spare_lengths_.begin(), spare_lengths_.end(), 0);
+        for (std::size_t index = 0; index < parent_rows.size(); ++index) {
+            const auto row = static_cast<std::int64_t>(index);
+            const std::int64_t parent = parent_rows[index];
+            if (parent < 0) continue;
             const std::int64_t length = lengths_[static_cast<std::size_t>(parent)];
-            spare_lengths_[static_cast<std::size_t>(row)] = length;
+            spare_lengths_[index] = length;
             std::copy_n(key_bias_.data() + parent * capacity_, length, spare_key_bias_.data() + row * capacity_);
             for (std::int64_t layer = 0; layer < layers_; ++layer) {
                 const std::size_t count = static_cast<std::size_t>(length * width_);

@@ -43,6 +43,8 @@ struct Linear {
     const float* bias = nullptr;
     std::int64_t out_features = 0;
     std::int64_t in_features = 0;
+    // BatchInvariant where rows decoded together must give the bits each gives alone.
+    kernels::RowOrder row_order = kernels::RowOrder::Fastest;
 
     void load(const gguf::File& file, const std::string& prefix, std::int64_t out, std::int64_t in) {
         load(file, prefix, out, in, {out, in});
@@ -75,7 +77,7 @@ struct Linear {
 
     // y[rows, out_features] = x[rows, in_features] W^T + b.
     void forward(const float* x, std::int64_t rows, float* y) const {
-        kernels::linear(*weight, bias, out_features, in_features, x, rows, y);
+        kernels::linear(*weight, bias, out_features, in_features, x, rows, y, row_order);
     }
 
 private:

@@ -58,7 +58,9 @@ struct TextWorkspace {
 };
 
 // Everything that changes while a set of rows is decoded: the caches, the cross-attention
-// source each row reads, and the buffers. Made by BlipTextModel::new_state.
+// source each row reads, and the buffers. Made by BlipTextModel::new_state. A forward call
+// runs the active rows, rows [0, rows()); the others keep their caches untouched, so a
+// caller can drop finished rows (reorder) or run a subset of rows (set_active_rows).
 class DecoderState {
 public:
     KVCache self_cache;
@@ -67,20 +69,39 @@ public:
     TextWorkspace work;
     std::int64_t max_step_tokens = 1;
 
-    std::int64_t rows() const { return self_cache.rows(); }
+    // Rows the next forward call runs.
+    std::int64_t rows() const { return active_rows_; }
+    // Rows the state has room for.
+    std::int64_t max_rows() const { return self_cache.rows(); }
+
+    // Runs only rows [0, rows) in the next forward calls; the caches of all rows stay as they
+    // are.
+    void set_active_rows(std::int64_t rows) {
+        if (rows < 1 || rows > max_rows())
+            throw Error("DecoderState: " + std::to_string(rows) + " active rows requested, but the state has rows " +
+                        "1.." + std::to_string(max_rows()));
+        active_rows_ = rows;
+    }
 
     // Makes row r continue the sequence of row parent_rows[r], as beam search does: copies
-    // the self-attention cache and the source index. Cross-attention keys stay shared.
+    // the self-attention cache and the source index. A parent of -1 leaves row r empty.
+    // Afterwards parent_rows.size() rows are active and the rows after them are empty.
+    // Cross-attention keys stay shared.
     void reorder(const std::vector<int>& parent_rows) {
+        if (parent_rows.empty())
+            throw Error("DecoderState::reorder: no parent rows given (at least one row must stay active)");
         self_cache.reorder(parent_rows);
+        std::fill(spare_source_.begin(), spare_source_.end(), 0);
         for (std::size_t row = 0; row < parent_rows.size(); ++row)
-            spare_source_[row] = row_source[static_cast<std::size_t>(parent_rows[row])];
+            if (parent_rows[row] >= 0) spare_source_[row] = row_source[static_cast<std::size_t>(parent_rows[row])];
         row_source.swap(spare_source_);
+        active_rows_ = static_cast<std::int64_t>(parent_rows.size());
     }
 
 private:
     friend struct BlipTextModel;
     std::vector<std::int64_t> spare_source_;
+    std::int64_t active_rows_ = 0;
 };
 
 // Word and position embeddings followed by LayerNorm (BlipTextEmbeddings). BLIP's text
@@ -230,6 +251,12 @@ struct BlipTextLayer {
         crossattention.load(file, prefix + ".crossattention", text, true);
         intermediate.load(file, prefix + ".intermediate", text);
         output.load(file, prefix + ".output", text);
+        // Rows decoded or encoded together must each get the bits they get alone.
+        for (Linear* linear : {&attention.self.query, &attention.self.key, &attention.self.value,
+                               &attention.output.dense, &crossattention.self.query, &crossattention.self.key,
+                               &crossattention.self.value, &crossattention.output.dense, &intermediate.dense,
+                               &output.dense})
+            linear->row_order = kernels::RowOrder::BatchInvariant;
     }
 
     // Updates state.work.hidden, the `step` new tokens of every row, and stores their keys
@@ -364,6 +391,7 @@ struct BlipTextModel {
         state.row_source.assign(floats(size.rows), 0);
         state.spare_source_.assign(floats(size.rows), 0);
         state.max_step_tokens = size.max_step_tokens;
+        state.active_rows_ = size.rows;
 
         TextWorkspace& work = state.work;
         const std::int64_t tokens = size.rows * size.max_step_tokens;
@@ -535,6 +563,8 @@ struct BlipTextLMPredictionHead {
         const std::string bias_name = file.find_tensor(prefix + ".bias") ? prefix + ".bias" : prefix + ".decoder.bias";
         const float* bias = detail::f32_tensor(file, bias_name, {text.vocab_size});
         decoder.load_tied(file, weight ? *weight : word_embeddings, bias, text.vocab_size, text.hidden_size);
+        transform.dense.row_order = kernels::RowOrder::BatchInvariant;
+        decoder.row_order = kernels::RowOrder::BatchInvariant;
     }
 
     // logits[rows, vocab] from hidden[rows, hidden]; `transformed` has rows * hidden floats.

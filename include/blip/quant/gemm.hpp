@@ -6,9 +6,9 @@
 // first three types and 256 for the k-quants, like ggml's q8_0 and q8_K. f32, f16 and bf16
 // weights are widened to f32 and multiplied with the f32 activations.
 //
-// Work is split across OpenMP threads by tiles of kTileRows output features. Every output value
-// is computed by one thread with the same operations whatever the thread count, so results do
-// not depend on the number of threads. Integer-type results are also bit-identical across CPU
+// Work is split across at most blip::num_threads() threads by tiles of kTileRows output features.
+// Every output value is computed by one thread with the same operations whatever the thread
+// count, so results do not depend on the number of threads. Integer-type results are also bit-identical across CPU
 // levels; f32-path results differ between levels only by summation order.
 #pragma once
 
@@ -17,12 +17,9 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include <blip/core/dtype.hpp>
 #include <blip/core/error.hpp>
+#include <blip/core/parallel.hpp>
 #include <blip/quant/blocks.hpp>
 #include <blip/quant/cpu.hpp>
 #include <blip/quant/dot_baseline.hpp>
@@ -119,20 +116,18 @@ inline void check_gemm_arguments(DType type, const void* weights, std::int64_t o
     }
 }
 
-inline int max_thread_count() {
-#ifdef _OPENMP
-    return std::max(1, omp_get_max_threads());
-#else
-    return 1;
-#endif
+// Scratch of the calling thread: decoded weight rows of one tile. Kept between calls, so that
+// after a thread's first call with a given row length gemm allocates nothing.
+inline TileScratch& thread_tile_scratch() {
+    static thread_local TileScratch scratch;
+    return scratch;
 }
 
-inline int thread_index() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
+// Quantized activations of the calling thread's current gemm call, kept between calls like
+// thread_tile_scratch().
+inline ActivationRows& thread_activation_rows() {
+    static thread_local ActivationRows rows;
+    return rows;
 }
 
 inline void prepare_activations(WeightFamily family, std::int64_t in_features,
@@ -308,35 +303,27 @@ inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weig
     const std::size_t stride = row_bytes(type, in_features);
     const auto* weight_bytes = static_cast<const std::uint8_t*>(weights);
 
-    ActivationRows act;
+    ActivationRows& act = thread_activation_rows();
     if (family != WeightFamily::Float) prepare_activations(family, in_features, rows, act);
 
+    // Work counts one multiply-add per weight and row; the thread count only spreads whole
+    // tiles and rows, so it never changes a result.
     const std::int64_t tiles = (out_features + kTileRows - 1) / kTileRows;
-    const int threads = max_thread_count();
-    std::vector<TileScratch> scratch(static_cast<std::size_t>(threads));
-    for (auto& s : scratch) size_scratch(family, type, in_features, s);
-
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (tiles > 1 || rows > 1)
-#endif
-    {
-        if (family != WeightFamily::Float) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (std::int64_t r = 0; r < rows; ++r) quantize_activation_row(k, family, x, in_features, r, act);
-        }
-
-        TileScratch& s = scratch[static_cast<std::size_t>(thread_index())];
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (std::int64_t t = 0; t < tiles; ++t) {
+    const int threads = threads_for_work(rows * out_features * in_features);
+    if (family != WeightFamily::Float) {
+        parallel_for(
+            rows, [&](std::int64_t r, int) { quantize_activation_row(k, family, x, in_features, r, act); }, threads);
+    }
+    parallel_for(
+        tiles,
+        [&](std::int64_t t, int) {
+            TileScratch& s = thread_tile_scratch();
+            size_scratch(family, type, in_features, s);
             const std::int64_t first = t * kTileRows;
             const std::int64_t count = std::min(kTileRows, out_features - first);
             process_tile(k, type, weight_bytes, stride, first, count, out_features, in_features, x, rows, act, s, y);
-        }
-    }
+        },
+        threads);
 }
 
 }  // namespace detail
