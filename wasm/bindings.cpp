@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -258,6 +259,50 @@ val timings_since(double start, const char* key) {
     return timings;
 }
 
+// Whether BlipForConditionalGeneration has generate_batch() with a token callback, which
+// newer library versions add for streaming.
+template <class M, class = void>
+struct has_streaming_generate : std::false_type {};
+template <class M>
+struct has_streaming_generate<
+    M, std::void_t<decltype(std::declval<const M&>().generate_batch(
+           std::declval<const std::vector<const std::vector<float>*>&>(),
+           std::declval<const std::vector<std::vector<std::int32_t>>&>(), std::declval<const blip::GenerationConfig&>(),
+           std::declval<std::function<void(std::int64_t, std::int32_t)>>()))>> : std::true_type {};
+
+// Captions like Captioner::caption_embeds, streaming each token to `on_token` when the
+// library supports it: tokenizes the prompt, generates, and decodes the first sequence.
+template <class Captioner>
+blip::Caption caption_with_callback(const Captioner& captioner, const std::vector<float>& image_embeds,
+                                    const blip::CaptionOptions& options, const val& on_token, bool& streamed) {
+    using Model = std::decay_t<decltype(captioner.model())>;
+    if constexpr (has_streaming_generate<Model>::value) {
+        std::vector<std::vector<std::int32_t>> prompts;
+        if (!options.prompt.empty()) prompts.push_back(captioner.tokenizer().encode(options.prompt));
+        std::vector<std::int32_t> running = captioner.model().decoder_input_ids(prompts.empty() ? std::vector<std::int32_t>{}
+                                                                                                 : prompts.front());
+        const bool wants_tokens = on_token.typeOf().as<std::string>() == "function";
+        auto callback = [&](std::int64_t sequence, std::int32_t token) {
+            if (sequence != 0 || !wants_tokens) return;
+            running.push_back(token);
+            streamed = true;
+            val event = val::object();
+            event.set("id", token);
+            event.set("index", static_cast<double>(running.size() - 1));
+            event.set("text", captioner.tokenizer().decode(running));
+            on_token(event);
+        };
+        blip::Caption caption;
+        caption.ids = captioner.model().generate_batch({&image_embeds}, prompts, options.generation, callback).sequences.front();
+        caption.text = captioner.tokenizer().decode(caption.ids);
+        return caption;
+    } else {
+        (void)on_token;
+        streamed = false;
+        return captioner.caption_embeds(image_embeds, options);
+    }
+}
+
 // One loaded model file: a captioning, VQA or ITM model, as its metadata says. The
 // methods are synchronous; blip.mjs wraps them in promises and runs them wherever it was
 // imported, usually a Web Worker.
@@ -338,20 +383,22 @@ public:
         });
     }
 
-    // Writes a caption for `embeds` (encodeImage's output). Returns {text, ids, timings}.
-    // TODO: call `on_token` for every generated token once the library's generation loop
-    // takes a streaming callback; blip.mjs reports the tokens after generation until then.
+    // Writes a caption for `embeds` (encodeImage's output). Returns {text, ids, streamed,
+    // timings}. When the library's generation loop takes a token callback, `on_token`
+    // receives {id, index, text} for each token as it is chosen (greedy search and sampling)
+    // and `streamed` is true. Otherwise blip.mjs reports the tokens after generation.
     val caption(const val& embeds, const val& options, const val& on_token) {
-        (void)on_token;
         return guarded("caption", [&] {
             const blip::Captioner& captioner = require(captioner_, "caption");
             const std::vector<float> image_embeds = copy_typed_array<float>(embeds, "image embeddings");
             const blip::CaptionOptions parsed = caption_options(options);
             const double start = now_ms();
-            const blip::Caption caption = captioner.caption_embeds(image_embeds, parsed);
+            bool streamed = false;
+            const blip::Caption caption = caption_with_callback(captioner, image_embeds, parsed, on_token, streamed);
             val result = val::object();
             result.set("text", caption.text);
             result.set("ids", ids_to_array(caption.ids));
+            result.set("streamed", streamed);
             result.set("timings", timings_since(start, "generateMs"));
             return result;
         });
@@ -490,9 +537,10 @@ private:
     std::unique_ptr<blip::ImageTextMatcher> matcher_;
 };
 
-// Returns {cpuLevel, simd, generationOptions} of this build.
+// Returns {cpuLevel, simd, generationOptions, streaming} of this build.
 val build_info() {
     val info = val::object();
+    info.set("streaming", has_streaming_generate<blip::BlipForConditionalGeneration>::value);
     info.set("generationOptions", generation_option_names());
     info.set("cpuLevel", std::string(blip::quant::cpu_level_name(blip::quant::active_cpu_level())));
 #ifdef __wasm_simd128__

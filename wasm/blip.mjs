@@ -143,6 +143,32 @@ async function imageInput(image) {
   throw new BlipError('image: expected ImageData, a Blob or File, encoded image bytes, or an ImageEmbedding');
 }
 
+// The onToken callback as the bindings call it during generation. An exception of the
+// caller's callback must not unwind through WebAssembly frames, so it is kept and thrown
+// after generation; later tokens are not reported.
+class TokenStream {
+  #onToken;
+  #error = null;
+
+  constructor(onToken) {
+    this.#onToken = onToken;
+    this.callback = onToken ? (token) => this.#deliver(token) : undefined;
+  }
+
+  #deliver(token) {
+    if (this.#error) return;
+    try {
+      this.#onToken(token);
+    } catch (error) {
+      this.#error = error;
+    }
+  }
+
+  rethrow() {
+    if (this.#error) throw this.#error;
+  }
+}
+
 // The vision encoder's output for one image and one model; pass it in place of an image to
 // caption the same image again without encoding it twice.
 export class ImageEmbedding {
@@ -196,15 +222,18 @@ export class BlipModel {
   }
 
   // Writes a caption. `options`: prompt, maxLength and minLength (counted as on the
-  // command line: every token, [DEC] and prompt included), onToken({id, index, text}) for
-  // each generated token with `text` the caption so far, and onProgress({stage}).
-  // Resolves to {text, ids, timings}.
+  // command line: every token, [DEC] and prompt included), the generation options of
+  // buildInfo().generationOptions, onToken({id, index, text}) for each generated token with
+  // `text` the caption so far, and onProgress({stage}). Resolves to {text, ids, streamed,
+  // timings}; `streamed` says whether onToken ran while the tokens were chosen or after.
   async caption(image, options = {}) {
     checkOptions(options, 'caption', this.#generationOptions);
     const { onToken, onProgress, ...settings } = options;
     const embedding = await this.encode(image, { onProgress });
     onProgress?.({ stage: 'generate' });
-    const result = unwrap(this.#handle().caption(embedding.embeds, settings, () => true));
+    const stream = new TokenStream(onToken);
+    const result = unwrap(this.#handle().caption(embedding.embeds, settings, stream.callback));
+    stream.rethrow();
     return this.#generated(result, embedding, this.#promptLength(settings.prompt), onToken);
   }
 
@@ -218,7 +247,7 @@ export class BlipModel {
     const { onToken, onProgress, ...settings } = options;
     const embedding = await this.encode(image, { onProgress });
     onProgress?.({ stage: 'generate' });
-    const result = unwrap(this.#handle().vqa(embedding.embeds, question, settings, () => true));
+    const result = unwrap(this.#handle().vqa(embedding.embeds, question, settings, undefined));
     return this.#generated(result, embedding, 1, onToken);
   }
 
@@ -268,17 +297,19 @@ export class BlipModel {
 
   #generated(result, embedding, prefixLength, onToken) {
     const ids = Array.from(result.ids);
-    if (onToken) this.#reportTokens(ids, prefixLength, onToken);
+    const streamed = Boolean(result.streamed);
+    if (onToken && !streamed) this.#reportTokens(ids, prefixLength, onToken);
     const tokens = Math.max(1, ids.length - prefixLength);
     return {
       text: result.text,
       ids,
+      streamed,
       timings: { ...embedding.timings, ...result.timings, tokens, msPerToken: result.timings.generateMs / tokens },
     };
   }
 
-  // Calls onToken for every generated token. NOTE: the library's generation loop has no
-  // streaming callback yet, so the tokens are reported together after generation.
+  // Calls onToken for every generated token after generation, for calls whose tokens were
+  // not streamed: beam search, VQA, and library versions without a token callback.
   #reportTokens(ids, prefixLength, onToken) {
     for (let index = prefixLength; index < ids.length; ++index) {
       onToken({ id: ids[index], index, text: this.decode(ids.slice(0, index + 1)) });
@@ -312,7 +343,7 @@ export const Blip = {
     return new BlipModel(core, model, info);
   },
 
-  // Facts about the WebAssembly build: {simd, cpuLevel, generationOptions}.
+  // Facts about the WebAssembly build: {simd, cpuLevel, generationOptions, streaming}.
   async buildInfo({ wasmUrl } = {}) {
     const core = await loadCore({ wasmUrl });
     const info = core.buildInfo();

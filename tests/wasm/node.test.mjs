@@ -160,6 +160,39 @@ describe('tiny captioner in WebAssembly', { skip: goldenAvailable ? false : gold
     }
   });
 
+  test('tokens streamed during generation', async (t) => {
+    if (!(await Blip.buildInfo()).streaming) {
+      t.skip('the library of this build has no token callback yet');
+      return;
+    }
+    const tokens = [];
+    const greedy = await model.caption(imageBytes('cats.png'), { maxLength: 40, onToken: (token) => tokens.push(token) });
+    assert.equal(greedy.streamed, true);
+    assert.deepEqual(tokens.map((token) => token.id), greedy.ids.slice(1));
+    assert.equal(tokens.at(-1).text, greedy.text);
+
+    // Beam search chooses its tokens only at the end, so they are reported afterwards.
+    const beamTokens = [];
+    const beam = await model.caption(imageBytes('cats.png'), { numBeams: 3, maxLength: 40, onToken: (token) => beamTokens.push(token) });
+    assert.equal(beam.streamed, false);
+    assert.deepEqual(beamTokens.map((token) => token.id), beam.ids.slice(1));
+  });
+
+  test('throwing onToken rejects the caption', async () => {
+    const failure = new Error('stop here');
+    let calls = 0;
+    await assert.rejects(model.caption(imageBytes('cats.png'), {
+      maxLength: 40,
+      onToken: () => {
+        ++calls;
+        throw failure;
+      },
+    }), (error) => error === failure);
+    assert.equal(calls, 1);
+    const result = await model.caption(imageBytes('cats.png'), { maxLength: 40 });
+    assert.deepEqual(result.ids, cases[0].greedy);
+  });
+
   test('invalid model bytes rejected', async () => {
     await assert.rejects(Blip.load(new Uint8Array([1, 2, 3]), { name: 'three-bytes.gguf' }),
       (error) => error instanceof BlipError && /three-bytes\.gguf/.test(error.message) && /GGUF/.test(error.message));
