@@ -48,6 +48,8 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kCaptionMaxLength = 30;  // generate(max_length=30), as the reference captions
+constexpr int kBeams = 3;
+constexpr int kBeamMinLength = 5;
 constexpr std::int32_t kClsId = 101;
 constexpr std::int32_t kSepId = 102;
 // The ITM and VQA inputs, the same as in compare_torch.py.
@@ -62,6 +64,7 @@ struct Options {
     std::vector<std::string> types = {"f32"};
     std::vector<std::string> stages = {"caption", "itm", "vqa"};
     int runs = 3;
+    int beam_runs = 1;
     int tokens = 30;
     bool json_output = false;
     std::string output_path;
@@ -87,6 +90,7 @@ measured FMA and memory-bandwidth limits.
   --types f32,q8_0     weight types of the nn.Linear weights (default f32)
   --stages LIST        caption, itm, vqa (default all; there is no large VQA model)
   --runs N             timed runs per stage, after one warm-up; the median is reported (default 3)
+  --beam-runs N        beam searches per thread count, without warm-up; median (default 1)
   --tokens N           greedy tokens per run; [SEP] does not stop them (default 30)
   --image PATH         image to decode and preprocess (default the golden images/cats.png)
   --work-dir DIR       folder for the generated model files, which later runs with the same
@@ -142,6 +146,8 @@ Options parse_options(int argc, char** argv) {
             for (const auto& stage : options.stages) blip::parse_task(stage, "--stages");
         } else if (arg == "--runs") {
             options.runs = parse_positive(value(), arg);
+        } else if (arg == "--beam-runs") {
+            options.beam_runs = parse_positive(value(), arg);
         } else if (arg == "--tokens") {
             options.tokens = parse_positive(value(), arg);
         } else if (arg == "--image") {
@@ -291,12 +297,13 @@ json run_caption_child(const Options& options) {
     const fs::path reference_dir = golden / "fullsize";
     std::vector<float> reference_embeds;
     std::vector<std::int32_t> reference_greedy;
+    std::vector<std::int32_t> reference_beam;
     if (fs::is_regular_file(reference_dir / (name.checkpoint + ".cats.png.json"))) {
         const auto embeds = blip_test::read_npy(reference_dir / (name.checkpoint + ".cats.png.image_embeds.npy"));
         reference_embeds.assign(embeds.data.begin(), embeds.data.end());
-        reference_greedy = blip_test::read_json(reference_dir / (name.checkpoint + ".cats.png.json"))
-                               .at("greedy_max30")
-                               .get<std::vector<std::int32_t>>();
+        const auto reference = blip_test::read_json(reference_dir / (name.checkpoint + ".cats.png.json"));
+        reference_greedy = reference.at("greedy_max30").get<std::vector<std::int32_t>>();
+        reference_beam = reference.at("beam3_min5_max30").get<std::vector<std::int32_t>>();
     }
     const bool image_is_reference = fs::path(options.image).filename() == "cats.png";
 
@@ -385,7 +392,25 @@ json run_caption_child(const Options& options) {
         entry["caption_ids"] = caption_ids;
         if (image_is_reference && !reference_greedy.empty())
             entry["caption_vs_reference"] = compare_ids(caption_ids, reference_greedy);
-        // TODO: time beam search (3 beams, max_length 30) once the library has it.
+
+        // Beam search as the reference beam captions were made: 3 beams, min_length 5,
+        // max_length 30, on the image embeddings of this thread count.
+        blip::GenerationConfig beam;
+        beam.num_beams = kBeams;
+        beam.min_length = kBeamMinLength;
+        beam.max_length = kCaptionMaxLength;
+        std::vector<double> beam_seconds;
+        std::vector<std::int32_t> beam_ids;
+        for (int run = 0; run < options.beam_runs; ++run) {
+            const auto start = Clock::now();
+            beam_ids = model->generate(image_embeds, {}, beam);
+            beam_seconds.push_back(seconds_since(start));
+        }
+        entry["beam_ms"] = median(beam_seconds) * 1e3;
+        entry["beam_settings"] = {{"num_beams", kBeams}, {"min_length", kBeamMinLength}, {"max_length", kCaptionMaxLength}};
+        entry["beam_ids"] = beam_ids;
+        if (image_is_reference && !reference_beam.empty())
+            entry["beam_vs_reference"] = compare_ids(beam_ids, reference_beam);
         out["per_thread"].push_back(entry);
     }
     out["peak_rss_mb"] = peak_rss_mb();
@@ -564,6 +589,7 @@ json run_child_process(const std::string& executable, const Options& options, co
                                      output.string(), "--child-model",  model,         "--child-type",
                                      type,            "--threads",      threads,       "--runs",
                                      std::to_string(options.runs), "--tokens", std::to_string(options.tokens),
+                                     "--beam-runs", std::to_string(options.beam_runs),
                                      "--image",       options.image, "--child-task", task};
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());
@@ -638,11 +664,16 @@ void add_fractions(json& rows, const blip::bench::MachineLimits& limits) {
     }
 }
 
-std::string ids_check(const json& row) {
-    if (!row.contains("greedy_vs_reference")) return "-";
-    const auto& check = row.at("greedy_vs_reference");
+// "ok" when `check` (a compare_ids result) matched, else "matching prefix/compared".
+std::string check_text(const json& row, const char* key) {
+    if (!row.contains(key)) return "-";
+    const auto& check = row.at(key);
     if (check.at("match").get<bool>()) return "ok";
     return std::to_string(check.at("matching_prefix").get<int>()) + "/" + std::to_string(check.at("compared").get<int>());
+}
+
+std::string ids_check(const json& row) {
+    return check_text(row, "greedy_vs_reference") + "/" + check_text(row, "beam_vs_reference");
 }
 
 // Formats `value` right-aligned in `width` characters with `precision` decimals, or "-"
@@ -662,11 +693,11 @@ std::string percent_cell(double fraction) {
 }
 
 void print_table(const json& rows) {
-    std::printf("\n%-6s %-5s %3s %8s %8s %9s %7s %5s %8s %8s %8s %5s %9s %8s %8s %7s %s\n", "model", "type", "thr",
+    std::printf("\n%-6s %-5s %3s %8s %8s %9s %7s %5s %8s %8s %8s %5s %9s %9s %8s %8s %7s %s\n", "model", "type", "thr",
                 "load ms", "prep ms", "vision ms", "GFLOP/s", "%FMA", "ms/token", "step ms", "floor ms", "%BW",
-                "caption", "ITM ms", "VQA ms", "RSS MB", "ids");
+                "caption", "beam ms", "ITM ms", "VQA ms", "RSS MB", "ids");
     for (const auto& row : rows) {
-        std::printf("%-6s %-5s %3d %s %s %s %s %s %s %s %s %s %s %s %s %s %s\n",
+        std::printf("%-6s %-5s %3d %s %s %s %s %s %s %s %s %s %s %s %s %s %s %s\n",
                     row.at("model").get<std::string>().c_str(), row.at("type").get<std::string>().c_str(),
                     row.at("threads").get<int>(), cell(number(row, "load_ms"), 8, 1).c_str(),
                     cell(number(row, "preprocess_ms"), 8, 1).c_str(), cell(number(row, "vision_ms"), 9, 1).c_str(),
@@ -676,7 +707,8 @@ void print_table(const json& rows) {
                     cell(number(row, "greedy_step_ms"), 8, 2).c_str(),
                     cell(number(row, "greedy_step_floor_ms"), 8, 2).c_str(),
                     percent_cell(number(row, "greedy_step_fraction_of_bandwidth")).c_str(),
-                    cell(number(row, "caption_ms"), 9, 1).c_str(), cell(number(row, "itm_ms"), 8, 1).c_str(),
+                    cell(number(row, "caption_ms"), 9, 1).c_str(), cell(number(row, "beam_ms"), 9, 1).c_str(),
+                    cell(number(row, "itm_ms"), 8, 1).c_str(),
                     cell(number(row, "vqa_ms"), 8, 1).c_str(), cell(number(row, "caption_peak_rss_mb"), 7, 0).c_str(),
                     ids_check(row).c_str());
     }
@@ -684,9 +716,10 @@ void print_table(const json& rows) {
         "\nvision: GFLOP/s of the matrix products, %%FMA = share of the measured FMA peak for that thread count.\n"
         "ms/token: greedy decoding of %s tokens including the decoder setup (cross-attention keys and values);\n"
         "step ms: one decoder step; floor ms: weight bytes one step reads / measured read bandwidth; %%BW = floor / step.\n"
-        "caption: vision + generate(max_length=30). ITM: vision + text encoder (35 tokens) + ITM head.\n"
+        "caption: vision + generate(max_length=30). beam: 3 beams, min_length 5, max_length 30, after vision.\n"
+        "ITM: vision + text encoder (35 tokens) + ITM head.\n"
         "VQA: vision + question encoder + 9 answer tokens. RSS MB: peak RSS of the caption model's process.\n"
-        "ids: greedy ids against the reference (f32 must be ok; quantized types may leave it).\n",
+        "ids: greedy/beam ids against the reference (f32 must be ok/ok; quantized types may leave it).\n",
         rows.empty() || !rows.at(0).contains("greedy_tokens")
             ? "?"
             : std::to_string(rows.at(0).at("greedy_tokens").get<int>()).c_str());
