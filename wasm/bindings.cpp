@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -259,8 +260,13 @@ val timings_since(double start, const char* key) {
     return timings;
 }
 
-// Whether BlipForConditionalGeneration has generate_batch() with a token callback, which
-// newer library versions add for streaming.
+// Whether CaptionOptions has on_text, the text streaming callback of newer library versions.
+template <class T, class = void>
+struct has_on_text : std::false_type {};
+template <class T>
+struct has_on_text<T, std::void_t<decltype(std::declval<T&>().on_text)>> : std::true_type {};
+
+// Whether BlipForConditionalGeneration has generate_batch() with a token callback.
 template <class M, class = void>
 struct has_streaming_generate : std::false_type {};
 template <class M>
@@ -270,18 +276,36 @@ struct has_streaming_generate<
            std::declval<const std::vector<std::vector<std::int32_t>>&>(), std::declval<const blip::GenerationConfig&>(),
            std::declval<std::function<void(std::int64_t, std::int32_t)>>()))>> : std::true_type {};
 
-// Captions like Captioner::caption_embeds, streaming each token to `on_token` when the
-// library supports it: tokenizes the prompt, generates, and decodes the first sequence.
-template <class Captioner>
+constexpr bool kCaptionStreaming =
+    has_on_text<blip::CaptionOptions>::value || has_streaming_generate<blip::BlipForConditionalGeneration>::value;
+
+// Captions like Captioner::caption_embeds and streams the caption to `on_token` (a JavaScript
+// function, or undefined) in the best way the library offers: final text pieces through
+// CaptionOptions::on_text ({piece}), else each chosen token through generate_batch() ({id,
+// index, text}). Sets `streamed` when the library called back; blip.mjs reports the tokens
+// after generation otherwise.
+template <class Captioner, class Options>
 blip::Caption caption_with_callback(const Captioner& captioner, const std::vector<float>& image_embeds,
-                                    const blip::CaptionOptions& options, const val& on_token, bool& streamed) {
+                                    const Options& options, const val& on_token, bool& streamed) {
     using Model = std::decay_t<decltype(captioner.model())>;
-    if constexpr (has_streaming_generate<Model>::value) {
+    streamed = false;
+    const bool wants_tokens = on_token.typeOf().as<std::string>() == "function";
+    if constexpr (has_on_text<Options>::value) {
+        Options with_text = options;
+        if (wants_tokens) {
+            with_text.on_text = [&](std::string_view piece) {
+                streamed = true;
+                val event = val::object();
+                event.set("piece", std::string(piece));
+                on_token(event);
+            };
+        }
+        return captioner.caption_embeds(image_embeds, with_text);
+    } else if constexpr (has_streaming_generate<Model>::value) {
         std::vector<std::vector<std::int32_t>> prompts;
         if (!options.prompt.empty()) prompts.push_back(captioner.tokenizer().encode(options.prompt));
-        std::vector<std::int32_t> running = captioner.model().decoder_input_ids(prompts.empty() ? std::vector<std::int32_t>{}
-                                                                                                 : prompts.front());
-        const bool wants_tokens = on_token.typeOf().as<std::string>() == "function";
+        std::vector<std::int32_t> running =
+            captioner.model().decoder_input_ids(prompts.empty() ? std::vector<std::int32_t>{} : prompts.front());
         auto callback = [&](std::int64_t sequence, std::int32_t token) {
             if (sequence != 0 || !wants_tokens) return;
             running.push_back(token);
@@ -297,8 +321,6 @@ blip::Caption caption_with_callback(const Captioner& captioner, const std::vecto
         caption.text = captioner.tokenizer().decode(caption.ids);
         return caption;
     } else {
-        (void)on_token;
-        streamed = false;
         return captioner.caption_embeds(image_embeds, options);
     }
 }
@@ -383,10 +405,8 @@ public:
         });
     }
 
-    // Writes a caption for `embeds` (encodeImage's output). Returns {text, ids, streamed,
-    // timings}. When the library's generation loop takes a token callback, `on_token`
-    // receives {id, index, text} for each token as it is chosen (greedy search and sampling)
-    // and `streamed` is true. Otherwise blip.mjs reports the tokens after generation.
+    // Writes a caption for `embeds` (encodeImage's output), streamed to `on_token` as
+    // caption_with_callback() says. Returns {text, ids, streamed, timings}.
     val caption(const val& embeds, const val& options, const val& on_token) {
         return guarded("caption", [&] {
             const blip::Captioner& captioner = require(captioner_, "caption");
@@ -540,7 +560,7 @@ private:
 // Returns {cpuLevel, simd, generationOptions, streaming} of this build.
 val build_info() {
     val info = val::object();
-    info.set("streaming", has_streaming_generate<blip::BlipForConditionalGeneration>::value);
+    info.set("streaming", blip_wasm::kCaptionStreaming);
     info.set("generationOptions", generation_option_names());
     info.set("cpuLevel", std::string(blip::quant::cpu_level_name(blip::quant::active_cpu_level())));
 #ifdef __wasm_simd128__

@@ -143,20 +143,36 @@ async function imageInput(image) {
   throw new BlipError('image: expected ImageData, a Blob or File, encoded image bytes, or an ImageEmbedding');
 }
 
-// The onToken callback as the bindings call it during generation. An exception of the
-// caller's callback must not unwind through WebAssembly frames, so it is kept and thrown
-// after generation; later tokens are not reported.
+// The onToken callback as the bindings call it during generation. Events arrive as
+// {piece} (final text pieces) or as {id, index, text} (tokens with the decoded caption so
+// far), the latter also after generation when the library did not stream. The caller
+// always gets {piece, text}, plus id and index when known. An exception of the caller's callback must not unwind through
+// WebAssembly frames, so it is kept and thrown after generation, and later events are
+// dropped.
 class TokenStream {
   #onToken;
+  #text = '';
   #error = null;
 
   constructor(onToken) {
     this.#onToken = onToken;
-    this.callback = onToken ? (token) => this.#deliver(token) : undefined;
+    this.callback = onToken ? (event) => this.deliver(event) : undefined;
   }
 
-  #deliver(token) {
+  deliver(event) {
     if (this.#error) return;
+    let { piece, text } = event;
+    if (text === undefined) {
+      text = this.#text + piece;
+    } else if (piece === undefined) {
+      piece = text.startsWith(this.#text) ? text.slice(this.#text.length) : text;
+    }
+    this.#text = text;
+    const token = { piece, text };
+    if (event.id !== undefined) {
+      token.id = event.id;
+      token.index = event.index;
+    }
     try {
       this.#onToken(token);
     } catch (error) {
@@ -223,9 +239,9 @@ export class BlipModel {
 
   // Writes a caption. `options`: prompt, maxLength and minLength (counted as on the
   // command line: every token, [DEC] and prompt included), the generation options of
-  // buildInfo().generationOptions, onToken({id, index, text}) for each generated token with
-  // `text` the caption so far, and onProgress({stage}). Resolves to {text, ids, streamed,
-  // timings}; `streamed` says whether onToken ran while the tokens were chosen or after.
+  // buildInfo().generationOptions, onToken({piece, text, id?, index?}) with each new piece
+  // of the caption and the caption so far, and onProgress({stage}). Resolves to {text, ids,
+  // streamed, timings}; `streamed` says whether onToken ran during generation or after it.
   async caption(image, options = {}) {
     checkOptions(options, 'caption', this.#generationOptions);
     const { onToken, onProgress, ...settings } = options;
@@ -234,7 +250,7 @@ export class BlipModel {
     const stream = new TokenStream(onToken);
     const result = unwrap(this.#handle().caption(embedding.embeds, settings, stream.callback));
     stream.rethrow();
-    return this.#generated(result, embedding, this.#promptLength(settings.prompt), onToken);
+    return this.#generated(result, embedding, this.#promptLength(settings.prompt), stream);
   }
 
   // Answers a question about an image. `options`: maxLength (default 10, [DEC] included)
@@ -248,7 +264,7 @@ export class BlipModel {
     const embedding = await this.encode(image, { onProgress });
     onProgress?.({ stage: 'generate' });
     const result = unwrap(this.#handle().vqa(embedding.embeds, question, settings, undefined));
-    return this.#generated(result, embedding, 1, onToken);
+    return this.#generated(result, embedding, 1, new TokenStream(onToken));
   }
 
   // Ranks candidate answers to a question, best first. `options`: k (candidates kept after
@@ -295,10 +311,15 @@ export class BlipModel {
     return prompt ? this.tokenize(prompt).length - 1 : 1;
   }
 
-  #generated(result, embedding, prefixLength, onToken) {
+  #generated(result, embedding, prefixLength, stream) {
     const ids = Array.from(result.ids);
     const streamed = Boolean(result.streamed);
-    if (onToken && !streamed) this.#reportTokens(ids, prefixLength, onToken);
+    if (stream.callback && !streamed) {
+      for (let index = prefixLength; index < ids.length; ++index) {
+        stream.deliver({ id: ids[index], index, text: this.decode(ids.slice(0, index + 1)) });
+      }
+      stream.rethrow();
+    }
     const tokens = Math.max(1, ids.length - prefixLength);
     return {
       text: result.text,
@@ -306,14 +327,6 @@ export class BlipModel {
       streamed,
       timings: { ...embedding.timings, ...result.timings, tokens, msPerToken: result.timings.generateMs / tokens },
     };
-  }
-
-  // Calls onToken for every generated token after generation, for calls whose tokens were
-  // not streamed: beam search, VQA, and library versions without a token callback.
-  #reportTokens(ids, prefixLength, onToken) {
-    for (let index = prefixLength; index < ids.length; ++index) {
-      onToken({ id: ids[index], index, text: this.decode(ids.slice(0, index + 1)) });
-    }
   }
 }
 
