@@ -664,7 +664,8 @@ void add_fractions(json& rows, const blip::bench::MachineLimits& limits) {
     }
 }
 
-// "ok" when `check` (a compare_ids result) matched, else "matching prefix/compared".
+// Returns "ok" when row[key] (a compare_ids result) matched, "matching prefix/compared"
+// when it did not, and "-" when the row lacks it.
 std::string check_text(const json& row, const char* key) {
     if (!row.contains(key)) return "-";
     const auto& check = row.at(key);
