@@ -116,7 +116,7 @@ async function loadModel(source, name) {
     embeddings.delete(model.task);
     renderModelList();
     const seconds = performance.now() - start;
-    showStatus(status, `Loaded ${name}, a ${TASK_LABELS[model.task]} model.`);
+    showStatus(status, `Loaded ${name} (${TASK_LABELS[model.task]}).`);
     setTiming(`Model load (${model.task})`, `${formatMs(seconds)}, of which parsing ${formatMs(model.info.loadTimings.parseMs)}`);
     return model;
   } catch (error) {

@@ -33,20 +33,18 @@ const MIME_TYPES = {
   '.jpg': 'image/jpeg',
 };
 
-// The demo caption model: models/demo-caption.gguf once it is committed, the converted tiny
-// golden model until then.
-function demoCaptionModel() {
-  const committed = path.join(repoRoot, 'models', 'demo-caption.gguf');
-  return existsSync(committed) ? { file: committed, isTiny: false } : { file: tinyModel('tiny-caption'), isTiny: true };
+// A demo model of the page (task caption, vqa or itm): models/demo-TASK.gguf once it is
+// committed, the converted tiny golden model until then.
+function demoModel(task) {
+  const committed = path.join(repoRoot, 'models', `demo-${task}.gguf`);
+  return existsSync(committed) ? { file: committed, isTiny: false } : { file: tinyModel(`tiny-${task}`), isTiny: true };
 }
 
 // Serves the repository root, with the page's blip/ folder taken from the build and the demo
-// model from demoCaptionModel(). Paths outside the root are rejected.
-function startServer(demoModel) {
+// models from `demos` (task -> file). Paths outside the root are rejected.
+function startServer(demos) {
   const requests = [];
-  const routes = new Map([
-    ['/models/demo-caption.gguf', demoModel.file],
-  ]);
+  const routes = new Map(Object.entries(demos).map(([task, demo]) => [`/models/demo-${task}.gguf`, demo.file]));
   const server = createServer((request, response) => {
     const record = { url: request.url, status: 200 };
     requests.push(record);
@@ -84,6 +82,7 @@ describe('web page in Chromium', { skip: goldenAvailable ? chromiumSkip : golden
   let page;
   let served;
   let demo;
+  let demos;
   let Blip;
   const browserRequests = [];
   const failedRequests = [];
@@ -91,14 +90,27 @@ describe('web page in Chromium', { skip: goldenAvailable ? chromiumSkip : golden
 
   const imagePath = (name) => path.join(goldenDir, 'images', name);
 
-  // The caption blip.mjs writes under Node for the same model file, image and options.
-  async function expectedCaption(modelFile, image) {
+  // Runs `body` on a model loaded by blip.mjs under Node, for the values the page must show.
+  async function withNodeModel(modelFile, body) {
     const model = await Blip.load(readFileSync(modelFile));
     try {
-      return (await model.caption(image, PAGE_CAPTION_OPTIONS)).text;
+      return await body(model);
     } finally {
       model.dispose();
     }
+  }
+
+  // The caption blip.mjs writes under Node for the same model file, image and options.
+  function expectedCaption(modelFile, image) {
+    return withNodeModel(modelFile, async (model) => (await model.caption(image, PAGE_CAPTION_OPTIONS)).text);
+  }
+
+  async function loadDemo(task) {
+    await page.click(`#demo-${task}`);
+    await page.waitForFunction((name) => new RegExp(`^(Loaded|Could not load) ${name}`).test(document.getElementById('model-status').textContent),
+      `demo-${task}`, { timeout: PAGE_TIMEOUT_MS });
+    assert.match(await page.textContent('#model-status'), new RegExp(`^Loaded demo-${task}\\.gguf`));
+    await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: PAGE_TIMEOUT_MS });
   }
 
   // Waits until #caption leaves the running state and returns its final state and text.
@@ -124,8 +136,9 @@ describe('web page in Chromium', { skip: goldenAvailable ? chromiumSkip : golden
   before(async () => {
     ({ chromium } = await import('playwright-core'));
     ({ Blip } = await importBlip());
-    demo = demoCaptionModel();
-    served = await startServer(demo);
+    demos = { caption: demoModel('caption'), vqa: demoModel('vqa'), itm: demoModel('itm') };
+    demo = demos.caption;
+    served = await startServer(demos);
     browser = await chromium.launch({
       executablePath: chromiumPath,
       args: [
@@ -161,14 +174,21 @@ describe('web page in Chromium', { skip: goldenAvailable ? chromiumSkip : golden
   });
 
   test('demo model captions a chosen image', async () => {
-    await page.click('#demo-caption');
-    await page.waitForFunction(() => /^(Loaded|Could not load)/.test(document.getElementById('model-status').textContent),
-      null, { timeout: PAGE_TIMEOUT_MS });
-    assert.match(await page.textContent('#model-status'), /^Loaded demo-caption\.gguf/);
+    await loadDemo('caption');
 
     await resetCaption();
+    // Records every text the caption shows, to see it grow while tokens arrive.
+    await page.evaluate(() => {
+      window.captionTexts = [];
+      new MutationObserver(() => window.captionTexts.push(document.getElementById('caption').textContent))
+        .observe(document.getElementById('caption'), { childList: true, characterData: true, subtree: true });
+    });
     await page.setInputFiles('#image-file', imagePath('cats.png'));
     const caption = await captionResult();
+    const shown = await page.evaluate(() => window.captionTexts.filter((text) => text.length > 0));
+    if ((await Blip.buildInfo()).streaming) {
+      assert.ok(new Set(shown).size > 2, `the caption appeared at once: ${JSON.stringify(shown)}`);
+    }
     assert.equal(caption.state, 'done', caption.text);
     assert.equal(caption.text, await expectedCaption(demo.file, readFileSync(imagePath('cats.png'))));
     if (demo.isTiny) {
@@ -223,6 +243,31 @@ describe('web page in Chromium', { skip: goldenAvailable ? chromiumSkip : golden
     assert.equal(caption.text, expected);
     // The golden greedy case runs to 40 tokens and the page stops at 30, so only a prefix matches.
     assert.ok(cases.find((item) => item.image === 'coco4016.png').decoded_greedy.startsWith(expected));
+  });
+
+  test('demo model answers a question', async () => {
+    await loadDemo('vqa');
+    const question = 'how many cats are in the picture?';
+    await page.fill('#question', question);
+    await page.click('#vqa-run');
+    await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('answers').dataset.state),
+      null, { timeout: PAGE_TIMEOUT_MS });
+    const expected = await withNodeModel(demos.vqa.file, async (model) => (await model.vqa(readFileSync(imagePath('coco4016.png')), question)).text);
+    assert.equal(await page.textContent('#answers li:first-child'), `${question} → ${expected}`);
+    await screenshot('page-vqa.png');
+  });
+
+  test('demo model matches texts', async () => {
+    await loadDemo('itm');
+    await page.fill('#match-texts', 'two cats sleeping on a pink blanket\na man riding a bicycle down the road');
+    await page.click('#match-run');
+    await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('matches').dataset.state),
+      null, { timeout: PAGE_TIMEOUT_MS });
+    const rows = await page.$$eval('#matches tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+    const expected = await withNodeModel(demos.itm.file, async (model) => (await model.match(readFileSync(imagePath('coco4016.png')),
+      ['two cats sleeping on a pink blanket', 'a man riding a bicycle down the road'])).matches);
+    assert.deepEqual(rows, expected.map((m) => [m.text, m.itmProbability.toFixed(3), m.cosine.toFixed(3)]));
+    await screenshot('page-match.png');
   });
 
   test('invalid model file reported', async () => {
