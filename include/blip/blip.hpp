@@ -34,7 +34,13 @@
 #include "blip/model/itm.hpp"
 
 // generate
+#include "blip/generate/config.hpp"
+#include "blip/generate/logits_process.hpp"
+#include "blip/generate/sampling.hpp"
+#include "blip/generate/beam_search.hpp"
+#include "blip/generate/generate.hpp"
 #include "blip/generate/greedy.hpp"
+#include "blip/generate/streaming.hpp"
 
 // text
 #include "blip/text/tokenizer.hpp"
