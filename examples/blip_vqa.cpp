@@ -34,6 +34,8 @@ Options:
   --max-length N         maximum tokens per generated answer, counting [DEC]
                          (default 10, as Salesforce; transformers uses 20)
   --min-length N         [SEP] may not end an answer shorter than N tokens (default 0)
+  --beams N              beam search with N beams (default 1: greedy search);
+                         Salesforce's blip_vqa.py generates with 3
   --first-token enc|cls  first token of the question encoding: enc is [ENC], as
                          Salesforce trained the model (default); cls is [CLS], which
                          reproduces transformers 4.30.2
@@ -85,6 +87,8 @@ Options parse(int argc, char** argv) {
             options.generate.generation.max_length = args.integer(arg, 1, 1 << 20);
         } else if (arg == "--min-length") {
             options.generate.generation.min_length = args.integer(arg, 0, 1 << 20);
+        } else if (arg == "--beams") {
+            options.generate.generation.num_beams = args.integer(arg, 1, 1024);
         } else if (arg == "--first-token") {
             const std::string value = args.value(arg);
             try {

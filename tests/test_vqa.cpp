@@ -1,6 +1,6 @@
 // Visual question answering on the tiny VQA checkpoint: question states and generated
-// answers against transformers 4.30.2 with [CLS] and with [ENC], the QuestionAnswerer
-// pipeline, and answer ranking against a step-by-step recomputation.
+// answers (greedy and 3 beams) against transformers 4.30.2 with [CLS] and with [ENC], the
+// QuestionAnswerer pipeline, and answer ranking against a step-by-step recomputation.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -131,6 +131,38 @@ TEST_CASE("vqa greedy answers match transformers") {
     }
 }
 
+TEST_CASE("vqa beam3 answers match transformers") {
+    BLIP_REQUIRE_GOLDEN();
+    const auto& model = tiny_vqa();
+    blip::GenerationConfig beam3 = max_length(10);
+    beam3.num_beams = 3;
+    std::vector<std::vector<float>> questions;
+    std::vector<std::vector<std::int32_t>> expected;
+    for (const auto& item : vqa_cases()) {
+        const std::string image = item["image"];
+        CAPTURE(image);
+        CAPTURE(item["question"].get<std::string>());
+        questions.push_back(
+            model.encode_question(image_embeds_of(image), ids_of(item["input_ids"]), blip::EncoderFirstToken::Cls));
+        expected.push_back(ids_of(item["beam3"]));
+        CHECK(model.generate(questions.back(), beam3) == expected.back());
+    }
+
+    // All questions in one batch, with questions of different lengths side by side.
+    std::vector<const std::vector<float>*> batch;
+    for (const auto& question : questions) batch.push_back(&question);
+    for (const auto& generation : {max_length(10), beam3}) {
+        CAPTURE(generation.num_beams);
+        const auto output = model.generate_batch(batch, generation);
+        REQUIRE(output.sequences.size() == questions.size());
+        for (std::size_t i = 0; i < questions.size(); ++i) {
+            CAPTURE(i);
+            if (generation.num_beams == 3) CHECK(output.sequences[i] == expected[i]);
+            else CHECK(output.sequences[i] == model.generate(questions[i], generation));
+        }
+    }
+}
+
 TEST_CASE("vqa pipeline answers png images") {
     BLIP_REQUIRE_GOLDEN();
     // PNG decodes exactly as Pillow does, so the pipeline's own decoding, preprocessing and
@@ -154,6 +186,12 @@ TEST_CASE("vqa pipeline answers png images") {
         const auto enc = answerer.answer_embeds(embeds, question);  // [ENC] is the default
         CHECK(enc.ids == ids_of(item["enc_token_greedy"]));
         CHECK(enc.text == item["decoded_enc_token_greedy"].get<std::string>());
+
+        blip::VqaOptions beam3 = transformers;
+        beam3.generation.num_beams = 3;
+        const auto beam = answerer.answer_embeds(embeds, question, beam3);
+        CHECK(beam.ids == ids_of(item["beam3"]));
+        CHECK(beam.text == item["decoded_beam3"].get<std::string>());
     }
 }
 
@@ -302,6 +340,8 @@ TEST_CASE("vqa rejects invalid input") {
 
     CHECK_THROWS_AS(model.answer_decoder_ids({2058}), blip::Error);
     CHECK_THROWS_AS(model.generate(std::vector<float>(5, 0.0f)), blip::Error);
+    CHECK_THROWS_AS(model.generate_batch({}), blip::Error);
+    CHECK_THROWS_AS(model.generate_batch({nullptr}), blip::Error);
     CHECK_THROWS_AS(model.encode_question(std::vector<float>(5, 0.0f), {tokens.cls, tokens.sep}), blip::Error);
     CHECK_THROWS_AS(model.encode_question(embeds, {2058, tokens.sep}), blip::Error);
     std::string long_question;

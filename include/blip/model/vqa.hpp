@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "blip/core/error.hpp"
-#include "blip/generate/greedy.hpp"
+#include "blip/generate/config.hpp"
+#include "blip/generate/generate.hpp"
 #include "blip/gguf/reader.hpp"
 #include "blip/model/config.hpp"
 #include "blip/model/image_grounded.hpp"
@@ -123,14 +124,43 @@ public:
         return text_encoder.encode(ids, {}, 1, image_embeds.data(), image_tokens);
     }
 
-    // Generates an answer greedily from the question's states (encode_question's output).
+    // Generates an answer from the question's states (encode_question's output) with the
+    // strategy `generation` selects: greedy search, beam search (num_beams) or sampling.
     // Returns every token: [DEC], the answer and the final [SEP] unless max_length cut it off.
     std::vector<std::int32_t> generate(const std::vector<float>& question_embeds,
                                        const GenerationConfig& generation = {}) const {
+        return generate_batch({&question_embeds}, generation).sequences.front();
+    }
+
+    // Answers several questions in one batch: `question_embeds` holds one encode_question
+    // output per question, of any lengths. Returns num_return_sequences sequences per
+    // question (see GenerationOutput); each question gets exactly the tokens it gets alone.
+    // `on_token` (optional) receives each token of greedy search and sampling as it is chosen.
+    GenerationOutput generate_batch(const std::vector<const std::vector<float>*>& question_embeds,
+                                    const GenerationConfig& generation = {}, TokenCallback on_token = {}) const {
         check_generation_config(generation);
-        DecoderState state = decoder_state(question_embeds, 1, generation_capacity(1, generation), 1);
-        const SpecialTokens& tokens = config.tokens;
-        return greedy_search(text_decoder, state, {{tokens.bos}}, generation, tokens.eos, tokens.pad)[0];
+        if (question_embeds.empty()) throw Error("vqa: no question states given");
+        std::int64_t longest = 0;
+        for (std::size_t question = 0; question < question_embeds.size(); ++question) {
+            if (question_embeds[question] == nullptr)
+                throw Error("vqa: question " + std::to_string(question) + " has no states (null pointer)");
+            longest = std::max(longest, question_tokens(*question_embeds[question]));
+        }
+
+        // The decoder attends to every question token, as in transformers' and Salesforce's
+        // generate, which pass no question padding mask.
+        GenerationRequest request;
+        request.prefixes.assign(question_embeds.size(), {config.tokens.bos});
+        request.eos_token_id = config.tokens.eos;
+        request.pad_token_id = config.tokens.pad;
+        request.on_token = std::move(on_token);
+        const auto sources = static_cast<std::int64_t>(question_embeds.size());
+        DecoderState state = text_decoder.new_state(generation_state_size(request, generation, sources, longest));
+        for (std::int64_t question = 0; question < sources; ++question) {
+            const std::vector<float>& states = *question_embeds[static_cast<std::size_t>(question)];
+            text_decoder.bert.set_encoder_hidden_states(state, question, states.data(), question_tokens(states));
+        }
+        return blip::generate(text_decoder, state, request, generation);
     }
 
     // The decoder ids of a candidate answer as the tokenizer returns it ([CLS] ... [SEP]):
@@ -182,12 +212,7 @@ public:
     // that drive the answer decoder themselves.
     DecoderState decoder_state(const std::vector<float>& question_embeds, std::int64_t rows, std::int64_t capacity,
                                std::int64_t max_step_tokens) const {
-        const std::int64_t width = config.text.hidden_size;
-        if (question_embeds.empty() || question_embeds.size() % static_cast<std::size_t>(width) != 0)
-            throw Error("vqa: question_embeds has " + std::to_string(question_embeds.size()) +
-                        " values, not a whole number of rows of " + std::to_string(width) +
-                        " (use encode_question's output)");
-        const auto tokens = static_cast<std::int64_t>(question_embeds.size()) / width;
+        const std::int64_t tokens = question_tokens(question_embeds);
         DecoderStateSize size;
         size.rows = rows;
         size.capacity = capacity;
@@ -200,6 +225,16 @@ public:
     }
 
 private:
+    // Returns the number of tokens of `question_embeds`, checking that it has whole rows.
+    std::int64_t question_tokens(const std::vector<float>& question_embeds) const {
+        const std::int64_t width = config.text.hidden_size;
+        if (question_embeds.empty() || question_embeds.size() % static_cast<std::size_t>(width) != 0)
+            throw Error("vqa: question_embeds has " + std::to_string(question_embeds.size()) +
+                        " values, not a whole number of rows of " + std::to_string(width) +
+                        " (use encode_question's output)");
+        return static_cast<std::int64_t>(question_embeds.size()) / width;
+    }
+
     void check_rank_input(const std::vector<std::vector<std::int32_t>>& answers, const AnswerRankOptions& options) const {
         if (answers.empty()) throw Error("vqa rank: the list of candidate answers is empty");
         if (options.k < 1) throw Error("vqa rank: k " + std::to_string(options.k) + " must be at least 1");

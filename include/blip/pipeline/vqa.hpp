@@ -18,8 +18,9 @@
 
 namespace blip {
 
-// Generation settings of Salesforce's blip_vqa.py: sequences of at most 10 tokens, [DEC]
-// included. transformers' generate() defaults to max_length 20.
+// Generation settings for answers: greedy search over at most 10 tokens, [DEC] included, the
+// length Salesforce's blip_vqa.py generates (transformers' generate() defaults to 20). Set
+// num_beams to 3 for Salesforce's beam search.
 inline GenerationConfig vqa_generation_defaults() {
     GenerationConfig generation;
     generation.max_length = 10;
