@@ -85,23 +85,32 @@ blip::ImageU8 image_from_js(const val& image) {
         const std::string name = image["name"].isString() ? image["name"].as<std::string>() : "<image>";
         return blip::decode_image_memory(bytes.data(), bytes.size(), name);
     }
+
     const bool rgba = !image["rgba"].isUndefined();
     if (!rgba && image["rgb"].isUndefined())
         throw blip::Error("image: expected encoded bytes, RGBA pixels (ImageData) or RGB pixels");
-    const int width = image["width"].as<int>();
-    const int height = image["height"].as<int>();
-    if (width <= 0 || height <= 0)
-        throw blip::Error("image: invalid size " + std::to_string(width) + "x" + std::to_string(height));
-    const std::vector<std::uint8_t> pixels = copy_typed_array<std::uint8_t>(image[rgba ? "rgba" : "rgb"], "image pixels");
+    const double width = image["width"].isNumber() ? image["width"].as<double>() : -1;
+    const double height = image["height"].isNumber() ? image["height"].as<double>() : -1;
+    const std::string size = std::to_string(static_cast<long long>(width)) + "x" + std::to_string(static_cast<long long>(height));
+    if (!(width >= 1 && height >= 1) || width != static_cast<double>(static_cast<long long>(width)) ||
+        height != static_cast<double>(static_cast<long long>(height)))
+        throw blip::Error("image: invalid size " + size + "; width and height must be positive integers");
+    // The product is checked in double, before any size_t arithmetic: size_t has 32 bits here.
+    const blip::DecodeLimits limits;
+    if (width * height > static_cast<double>(limits.max_pixels))
+        throw blip::Error("image: " + size + " pixels, more than the limit of " + std::to_string(limits.max_pixels) +
+                          " pixels; downscale the image");
+
     const std::size_t count = static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
     const std::size_t channels = rgba ? 4 : 3;
+    const std::vector<std::uint8_t> pixels = copy_typed_array<std::uint8_t>(image[rgba ? "rgba" : "rgb"], "image pixels");
     if (pixels.size() != count * channels)
-        throw blip::Error("image: " + std::to_string(width) + "x" + std::to_string(height) + (rgba ? " RGBA" : " RGB") +
-                          " pixels need " + std::to_string(count * channels) + " bytes, got " +
-                          std::to_string(pixels.size()));
+        throw blip::Error("image: " + size + (rgba ? " RGBA" : " RGB") + " pixels need " +
+                          std::to_string(count * channels) + " bytes, got " + std::to_string(pixels.size()));
+
     blip::ImageU8 out;
-    out.width = width;
-    out.height = height;
+    out.width = static_cast<int>(width);
+    out.height = static_cast<int>(height);
     if (!rgba) {
         out.pixels = pixels;
         return out;
@@ -325,9 +334,9 @@ blip::Caption caption_with_callback(const Captioner& captioner, const std::vecto
     }
 }
 
-// One loaded model file: a captioning, VQA or ITM model, as its metadata says. The
-// methods are synchronous; blip.mjs wraps them in promises and runs them wherever it was
-// imported, usually a Web Worker.
+// One loaded model file: a captioning, VQA or ITM model, as its metadata states. The
+// methods are synchronous. blip.mjs wraps them in promises and runs them wherever it was
+// imported, usually in a Web Worker.
 class Model {
 public:
     val load(const val& bytes, const std::string& name) {
@@ -391,8 +400,8 @@ public:
         });
     }
 
-    // Runs the vision encoder on preprocessed pixel values (float32, CHW), as
-    // transformers' pixel_values holds them. Returns {embeds, timings}.
+    // Runs the vision encoder on preprocessed pixel values (float32, CHW, as transformers'
+    // pixel_values). Returns {embeds, timings}.
     val encodePixelValues(const val& pixel_values) {
         return guarded("encodePixelValues", [&] {
             const std::vector<float> pixels = copy_typed_array<float>(pixel_values, "pixel values");
@@ -405,8 +414,8 @@ public:
         });
     }
 
-    // Writes a caption for `embeds` (encodeImage's output), streamed to `on_token` as
-    // caption_with_callback() says. Returns {text, ids, streamed, timings}.
+    // Writes a caption for `embeds` (encodeImage's output) and streams it to `on_token`
+    // (see caption_with_callback). Returns {text, ids, streamed, timings}.
     val caption(const val& embeds, const val& options, const val& on_token) {
         return guarded("caption", [&] {
             const blip::Captioner& captioner = require(captioner_, "caption");

@@ -132,13 +132,12 @@ async function imageInput(image) {
   if (isBlob(image)) return { bytes: new Uint8Array(await image.arrayBuffer()), name: image.name || '<blob>' };
   const bytes = modelBytes(image);
   if (bytes) return { bytes, name: '<image bytes>' };
-  if (typeof image.width === 'number' && typeof image.height === 'number' && image.data) {
-    // ImageData, or an object shaped like it: RGBA or RGB rows without padding.
-    const pixels = image.width * image.height;
-    const data = image.data instanceof Uint8Array ? image.data : new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
-    if (data.length === pixels * 4) return { rgba: data, width: image.width, height: image.height };
-    if (data.length === pixels * 3) return { rgb: data, width: image.width, height: image.height };
-    throw new BlipError(`image: ${image.width}x${image.height} pixels need ${pixels * 4} RGBA or ${pixels * 3} RGB bytes, got ${data.length}`);
+  if (typeof image.width === 'number' && typeof image.height === 'number' && ArrayBuffer.isView(image.data)) {
+    // ImageData, or an object shaped like it: RGBA (or RGB) rows without padding. The
+    // bindings check the size.
+    const data = new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
+    const isRgb = data.length === image.width * image.height * 3;
+    return { [isRgb ? 'rgb' : 'rgba']: data, width: image.width, height: image.height };
   }
   throw new BlipError('image: expected ImageData, a Blob or File, encoded image bytes, or an ImageEmbedding');
 }
@@ -185,8 +184,8 @@ class TokenStream {
   }
 }
 
-// The vision encoder's output for one image and one model; pass it in place of an image to
-// caption the same image again without encoding it twice.
+// The vision encoder's output for one image and one model. Pass it in place of the image
+// to run several calls on the image without encoding it again.
 export class ImageEmbedding {
   constructor(model, embeds, width, height, timings) {
     this.model = model;
@@ -241,7 +240,8 @@ export class BlipModel {
   // command line: every token, [DEC] and prompt included), the generation options of
   // buildInfo().generationOptions, onToken({piece, text, id?, index?}) with each new piece
   // of the caption and the caption so far, and onProgress({stage}). Resolves to {text, ids,
-  // streamed, timings}; `streamed` says whether onToken ran during generation or after it.
+  // streamed, timings}. `streamed` is true when onToken ran during generation, false when
+  // it ran after it.
   async caption(image, options = {}) {
     checkOptions(options, 'caption', this.#generationOptions);
     const { onToken, onProgress, ...settings } = options;

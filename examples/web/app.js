@@ -1,8 +1,8 @@
 // The page's logic. The model runs in a Web Worker (blip/blip-worker.mjs, started by
 // BlipWorker), so the page stays responsive while it works.
 //
-// <body data-state> and the data-state of #caption, #answers and #matches say what the
-// page is doing (idle, running, done, error); the browser test waits on them.
+// The data-state attributes of <body> (ready, busy) and of #caption, #answers and #matches
+// (idle, running, done, error) show what the page is doing. The browser test waits on them.
 
 import { BlipWorker } from './blip/blip-client.mjs';
 

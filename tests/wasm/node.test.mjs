@@ -123,7 +123,7 @@ describe('tiny captioner in WebAssembly', { skip: goldenAvailable ? false : gold
     const fromRgb = await model.caption({ width: 384, height: 384, data: rgb }, { maxLength: 40 });
     assert.deepEqual(fromRgb.ids, fromBytes.ids);
 
-    // ImageData holds RGBA; alpha is dropped without compositing, as Pillow's convert("RGB").
+    // ImageData is RGBA. Alpha is dropped without compositing, as Pillow's convert("RGB") does.
     const rgba = new Uint8ClampedArray(384 * 384 * 4);
     for (let i = 0; i < 384 * 384; ++i) {
       rgba.set(rgb.subarray(3 * i, 3 * i + 3), 4 * i);
@@ -213,6 +213,11 @@ describe('tiny captioner in WebAssembly', { skip: goldenAvailable ? false : gold
       (error) => error instanceof BlipError && /PNG/.test(error.message));
     await assert.rejects(model.caption({ width: 4, height: 4, data: new Uint8Array(10) }),
       (error) => error instanceof BlipError && /4x4/.test(error.message));
+    // 65536 x 65536 x 4 wraps to 0 in 32-bit arithmetic, so an empty buffer must not pass.
+    await assert.rejects(model.caption({ width: 65536, height: 65536, data: new Uint8Array(0) }),
+      (error) => error instanceof BlipError && /more than the limit/.test(error.message));
+    await assert.rejects(model.caption({ width: 2.5, height: 4, data: new Uint8Array(40) }),
+      (error) => error instanceof BlipError && /positive integers/.test(error.message));
     await assert.rejects(model.caption(null), BlipError);
   });
 

@@ -1,7 +1,7 @@
-// The web page in headless Chromium: served from the repository root on 127.0.0.1, it loads
-// the demo model, captions images from the file picker, drag and drop and a fake camera,
-// and must show the same caption as blip.mjs under Node. Screenshots go to
-// <BLIP_WASM_BUILD>/artifacts.
+// The web page in headless Chromium, served from the repository root on 127.0.0.1. It loads
+// the demo models and captions images from the file picker, drag and drop and a fake
+// camera. Its captions, answers and scores must equal those of blip.mjs under Node.
+// Screenshots go to <BLIP_WASM_BUILD>/artifacts.
 //
 // Environment, besides those of support.mjs:
 //   BLIP_CHROMIUM  the browser (default /usr/bin/chromium, Debian's chromium package)
