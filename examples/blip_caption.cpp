@@ -39,14 +39,14 @@ Options:
                          --batch 1 and no --json
   -h, --help             print this help
 
-Decoding (greedy search unless --beams or --sample is given):
+Decoding (greedy search unless --beams or --sample is given; both give beam sampling):
   --beams N              beam search with N beams (default 1: off)
   --length-penalty X     beam search: a finished caption's summed log-probability is
                          divided by its length to the power X (default 1; above 0
                          favours longer captions)
   --num-return-sequences N
-                         captions per image: the N best beams, or N samples
-                         (default 1)
+                         captions per image: the N best beams, or N samples (each
+                         the best of its own beams with --beams) (default 1)
   --sample               draw each token at random from the processed distribution
   --top-k N              sampling: keep the N most likely tokens (default 50; 0 keeps
                          all)
@@ -135,8 +135,6 @@ Options parse(int argc, char** argv) {
     } catch (const blip::Error& error) {
         throw blip_cli::UsageError(error.what());
     }
-    if (generation.num_beams > 1 && generation.do_sample)
-        throw blip_cli::UsageError("--beams above 1 cannot be combined with --sample (beam sampling is not supported)");
     return options;
 }
 

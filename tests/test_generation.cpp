@@ -193,6 +193,15 @@ TEST_CASE("batch equals single rows") {
         config.seed = 1234;
         check_batch_equals_alone(model, mixed_prompts(), config);
     }
+    SUBCASE("beam sampling, two sequences per image") {
+        blip::GenerationConfig config = beam3();
+        config.do_sample = true;
+        config.top_k = 20;
+        config.temperature = 1.3;
+        config.num_return_sequences = 2;
+        config.seed = 99;
+        check_batch_equals_alone(model, mixed_prompts(), config);
+    }
     SUBCASE("no-repeat n-grams") {
         blip::GenerationConfig config = greedy;
         config.no_repeat_ngram_size = 2;
@@ -285,6 +294,17 @@ TEST_CASE("sampling is reproducible") {
         CAPTURE(run);
         CHECK(runs[run] == runs[0]);
     }
+
+    // Beam sampling too.
+    blip::GenerationConfig beam_sampling = config;
+    beam_sampling.num_beams = 3;
+    std::vector<std::vector<std::vector<std::int32_t>>> beam_runs;
+    for (int threads : {1, 3}) {
+        blip::set_num_threads(threads);
+        beam_runs.push_back(model.generate_batch({&embeds[0], &embeds[1], &embeds[2]}, {}, beam_sampling).sequences);
+    }
+    CHECK(beam_runs[1] == beam_runs[0]);
+    CHECK(beam_runs[0].size() == 6);
 
     // Another seed gives other samples, and the two samples of an image differ.
     config.seed = 43;
@@ -432,9 +452,6 @@ TEST_CASE("invalid generation settings are rejected") {
     blip::GenerationConfig too_many = beam3();
     too_many.num_return_sequences = 4;
     CHECK_THROWS_AS(model.generate(embeds, {}, too_many), blip::Error);
-    blip::GenerationConfig beam_sample = beam3();
-    beam_sample.do_sample = true;
-    CHECK_THROWS_AS(model.generate(embeds, {}, beam_sample), blip::Error);
     blip::GenerationConfig cold;
     cold.do_sample = true;
     cold.temperature = 0;

@@ -38,10 +38,11 @@ struct GenerationConfig {
     double length_penalty = 1.0;
     EarlyStopping early_stopping = EarlyStopping::Heuristic;
     // Sequences returned per batch row: the best hypotheses of beam search, or independent
-    // samples. Greedy search returns one.
+    // samples (with beams, each the best of its own beam sampling). Greedy search returns one.
     std::int64_t num_return_sequences = 1;
 
-    // Multinomial sampling from the processed distribution instead of taking the best token.
+    // Multinomial sampling from the processed distribution instead of taking the best token;
+    // with num_beams above 1, beam sampling.
     bool do_sample = false;
     // Divides the logits before sampling; below 1 sharpens the distribution.
     double temperature = 1.0;

@@ -1,7 +1,7 @@
-// Text generation with a BlipTextLMHeadModel: greedy search, multinomial sampling and beam
-// search with the semantics of transformers 4.30.2's GenerationMixin (greedy_search, sample,
-// beam_search), for any batch of prefixes and cross-attention sources. Captioning and the
-// VQA answer decoder both use it.
+// Text generation with a BlipTextLMHeadModel: greedy search, multinomial sampling, beam
+// search and beam sampling with the semantics of transformers 4.30.2's GenerationMixin
+// (greedy_search, sample, beam_search, beam_sample), for any batch of prefixes and
+// cross-attention sources. Captioning and the VQA answer decoder both use it.
 //
 // How the decoder state is used:
 // - Each batch row's prefix ([DEC] and prompt) runs once, in one forward call per distinct
@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -339,80 +341,148 @@ inline GenerationOutput greedy_or_sample(DecodingRun& run, const GenerationReque
     return output;
 }
 
-// Beam search with num_beams rows per batch row, as transformers' beam_search with
-// BeamSearchScorer: each step takes the 2 * num_beams best continuations of a batch row's
-// beams (processed log-probabilities plus beam scores), files those that end as
-// hypotheses when they rank among the first num_beams, and keeps the first num_beams that do
-// not end as the new beams.
+// Draws `count` entries without replacement from softmax(scores) over `size` scores, one
+// after the other, each from the probabilities of the entries not drawn yet (the
+// distribution of torch.multinomial without replacement). Each draw walks the entries in
+// index order, like sample_token(). `weights` is reused space.
+inline void draw_without_replacement(const float* scores, std::int64_t size, std::int64_t count,
+                                     std::int64_t vocab, SequenceRandom& random, std::vector<double>& weights,
+                                     std::vector<BeamCandidate>& drawn) {
+    float max = -std::numeric_limits<float>::infinity();
+    for (std::int64_t i = 0; i < size; ++i) max = std::max(max, scores[i]);
+    if (!std::isfinite(max))
+        throw Error("beam sampling: the scores hold no finite maximum (every token filtered, or NaN or inf)");
+    weights.resize(static_cast<std::size_t>(size));
+    for (std::int64_t i = 0; i < size; ++i)
+        weights[static_cast<std::size_t>(i)] = std::exp(static_cast<double>(scores[i]) - max);
+    drawn.clear();
+    for (std::int64_t draw = 0; draw < count; ++draw) {
+        double total = 0;
+        for (double weight : weights) total += weight;
+        if (!(total > 0))
+            throw Error("beam sampling: fewer than 2 * num_beams tokens are left to draw from");
+        const double target = random.uniform() * total;
+        double running = 0;
+        std::int64_t chosen = -1;
+        for (std::int64_t i = 0; i < size; ++i) {
+            const double weight = weights[static_cast<std::size_t>(i)];
+            if (weight == 0) continue;
+            running += weight;
+            chosen = i;
+            if (running > target) break;
+        }
+        weights[static_cast<std::size_t>(chosen)] = 0;
+        drawn.push_back(BeamCandidate{scores[chosen], chosen / vocab, static_cast<std::int32_t>(chosen % vocab)});
+    }
+    // Best first; equal scores keep the order of the draws.
+    std::stable_sort(drawn.begin(), drawn.end(),
+                     [](const BeamCandidate& a, const BeamCandidate& b) { return a.score > b.score; });
+}
+
+// Beam search as transformers' beam_search with BeamSearchScorer: each step takes the
+// 2 * num_beams best continuations of a group's beams (processed log-probabilities plus beam
+// scores), files those that end as hypotheses when they rank among the first num_beams, and
+// keeps the first num_beams that do not end as the new beams. A batch row is one group.
+//
+// With do_sample it is transformers' beam_sample instead: num_return_sequences groups per
+// batch row, each with its own random stream and returning its best hypothesis. All beams
+// start with score 0, the warpers (temperature, top-k and top-p, keeping at least 2 tokens)
+// act on the processed log-probabilities plus beam scores, and the 2 * num_beams
+// continuations are drawn without replacement from the softmax of the warped scores over all
+// of the group's beams, then ranked by warped score.
 inline GenerationOutput beam_search(DecodingRun& run, const GenerationRequest& request,
                                     const GenerationConfig& config) {
+    const bool sampling = config.do_sample;
     const std::int64_t beams = config.num_beams;
     const std::int64_t vocab = run.vocab();
-    const std::int64_t rows = run.batch();
-    const std::vector<float> prefix_logits = run.run_prefixes(beams);
+    const std::int64_t groups_per_row = sampling ? config.num_return_sequences : 1;
+    const std::int64_t groups = run.batch() * groups_per_row;
+    const std::int64_t returned_per_group = sampling ? 1 : config.num_return_sequences;
+    const std::vector<float> prefix_logits = run.run_prefixes(beams * groups_per_row);
+    const auto row_of = [&](std::int64_t group) { return group / groups_per_row; };
 
     std::vector<BeamHypotheses> finished;
-    finished.reserve(static_cast<std::size_t>(rows));
-    for (std::int64_t row = 0; row < rows; ++row)
-        finished.emplace_back(beams, config.length_penalty, config.early_stopping, run.max_length(row));
+    finished.reserve(static_cast<std::size_t>(groups));
+    std::vector<SequenceRandom> random;
+    for (std::int64_t group = 0; group < groups; ++group) {
+        finished.emplace_back(beams, config.length_penalty, config.early_stopping, run.max_length(row_of(group)));
+        if (sampling) random.emplace_back(config.seed, static_cast<std::uint64_t>(group % groups_per_row));
+    }
 
-    // State row i holds beam i % beams of batch row active_rows[i / beams].
-    std::vector<std::int64_t> active_rows(static_cast<std::size_t>(rows));
-    std::iota(active_rows.begin(), active_rows.end(), 0);
-    std::vector<std::vector<std::int32_t>> beam_ids(static_cast<std::size_t>(rows * beams));
+    // State row i holds beam i % beams of group active_groups[i / beams].
+    std::vector<std::int64_t> active_groups(static_cast<std::size_t>(groups));
+    std::iota(active_groups.begin(), active_groups.end(), 0);
+    std::vector<std::vector<std::int32_t>> beam_ids(static_cast<std::size_t>(groups * beams));
     std::vector<std::vector<std::int32_t>> next_ids(beam_ids.size());
     std::vector<float> beam_scores(beam_ids.size());
     std::vector<float> next_scores(beam_ids.size());
-    for (std::int64_t row = 0; row < rows; ++row) {
+    for (std::int64_t group = 0; group < groups; ++group) {
+        const std::int64_t row = row_of(group);
         for (std::int64_t beam = 0; beam < beams; ++beam) {
-            const auto index = static_cast<std::size_t>(row * beams + beam);
+            const auto index = static_cast<std::size_t>(group * beams + beam);
             beam_ids[index].reserve(static_cast<std::size_t>(run.max_length(row)));
             next_ids[index].reserve(static_cast<std::size_t>(run.max_length(row)));
             beam_ids[index] = run.prefix(row);
-            // Only the first beam starts the search; the copies cannot win the first step.
-            beam_scores[index] = beam == 0 ? 0.0f : -1e9f;
+            // Beam search starts from the first beam alone, so that the copies cannot win the
+            // first step; beam sampling starts all beams at 0.
+            beam_scores[index] = beam == 0 || sampling ? 0.0f : -1e9f;
         }
     }
 
     std::vector<std::int64_t> still_active;
-    still_active.reserve(active_rows.size());
+    still_active.reserve(active_groups.size());
     std::vector<int> parents;
     parents.reserve(beam_ids.size());
     std::vector<std::int32_t> next_tokens;
     next_tokens.reserve(beam_ids.size());
-    std::vector<float> first_scores(static_cast<std::size_t>(vocab));
+    std::vector<float> first_scores(static_cast<std::size_t>(beams * vocab));
     TopCandidates candidates(2 * beams);
+    std::vector<BeamCandidate> drawn;
+    drawn.reserve(static_cast<std::size_t>(2 * beams));
+    std::vector<double> weights;
 
     float* logits = nullptr;
     for (bool first = true;; first = false) {
         still_active.clear();
         parents.clear();
         next_tokens.clear();
-        for (std::size_t slot = 0; slot < active_rows.size(); ++slot) {
-            const std::int64_t row = active_rows[slot];
+        for (std::size_t slot = 0; slot < active_groups.size(); ++slot) {
+            const std::int64_t group = active_groups[slot];
+            const std::int64_t row = row_of(group);
             const std::int64_t base = static_cast<std::int64_t>(slot) * beams;  // first state row
             const auto length = static_cast<std::int64_t>(beam_ids[static_cast<std::size_t>(base)].size());
+
+            // The scores of the group's beams, [beams, vocab].
+            float* block = first_scores.data();
+            if (first) {
+                for (std::int64_t beam = 0; beam < beams; ++beam)
+                    std::copy_n(prefix_logits.data() + row * vocab, vocab, block + beam * vocab);
+            } else {
+                block = logits + base * vocab;
+            }
             candidates.clear();
             for (std::int64_t beam = 0; beam < beams; ++beam) {
                 const auto index = static_cast<std::size_t>(base + beam);
-                float* scores = nullptr;
-                if (first) {
-                    std::copy_n(prefix_logits.data() + row * vocab, vocab, first_scores.data());
-                    scores = first_scores.data();
-                } else {
-                    scores = logits + (base + beam) * vocab;
-                }
+                float* scores = block + beam * vocab;
                 log_softmax_inplace(scores, vocab);
                 run.process(scores, beam_ids[index]);
                 const float beam_score = beam_scores[index];
+                if (sampling) {
+                    for (std::int64_t token = 0; token < vocab; ++token) scores[token] += beam_score;
+                    run.warp(scores, 2);
+                    continue;
+                }
                 for (std::int64_t token = 0; token < vocab; ++token)
                     candidates.offer(scores[token] + beam_score, beam, static_cast<std::int32_t>(token));
             }
+            if (sampling)
+                draw_without_replacement(block, beams * vocab, 2 * beams, vocab,
+                                         random[static_cast<std::size_t>(group)], weights, drawn);
+            const std::vector<BeamCandidate>& ranked = sampling ? drawn : candidates.items();
 
-            // BeamSearchScorer.process for this batch row.
-            BeamHypotheses& hypotheses = finished[static_cast<std::size_t>(row)];
+            // BeamSearchScorer.process for this group.
+            BeamHypotheses& hypotheses = finished[static_cast<std::size_t>(group)];
             std::int64_t kept = 0;
-            const auto& ranked = candidates.items();
             for (std::size_t rank = 0; rank < ranked.size() && kept < beams; ++rank) {
                 const BeamCandidate& candidate = ranked[rank];
                 const auto parent = static_cast<std::size_t>(base + candidate.beam);
@@ -435,10 +505,10 @@ inline GenerationOutput beam_search(DecodingRun& run, const GenerationRequest& r
             const bool done = hypotheses.is_done(ranked.front().score, length + 1);
             const bool at_max_length = length + 1 >= run.max_length(row);
             if (!done && !at_max_length) {
-                still_active.push_back(row);
+                still_active.push_back(group);
                 continue;
             }
-            // The row stops: drop its state rows, and file its open beams unless it is done.
+            // The group stops: drop its state rows, and file its open beams unless it is done.
             parents.resize(parents.size() - static_cast<std::size_t>(beams));
             next_tokens.resize(next_tokens.size() - static_cast<std::size_t>(beams));
             if (!done) {
@@ -450,10 +520,10 @@ inline GenerationOutput beam_search(DecodingRun& run, const GenerationRequest& r
         }
         if (still_active.empty()) break;
 
-        // Pack the beams of the rows that go on; next_ids and next_scores are indexed by the
+        // Pack the beams of the groups that go on; next_ids and next_scores are indexed by the
         // old state rows, so move them to the new ones.
-        for (std::size_t slot = 0, kept_slot = 0; slot < active_rows.size(); ++slot) {
-            if (kept_slot >= still_active.size() || active_rows[slot] != still_active[kept_slot]) continue;
+        for (std::size_t slot = 0, kept_slot = 0; slot < active_groups.size(); ++slot) {
+            if (kept_slot >= still_active.size() || active_groups[slot] != still_active[kept_slot]) continue;
             for (std::int64_t beam = 0; beam < beams; ++beam) {
                 const auto from = static_cast<std::size_t>(static_cast<std::int64_t>(slot) * beams + beam);
                 const auto to = static_cast<std::size_t>(static_cast<std::int64_t>(kept_slot) * beams + beam);
@@ -463,14 +533,13 @@ inline GenerationOutput beam_search(DecodingRun& run, const GenerationRequest& r
             ++kept_slot;
         }
         run.reorder(parents);
-        active_rows.swap(still_active);
+        active_groups.swap(still_active);
         logits = run.forward(next_tokens.data(), 1);
     }
 
     GenerationOutput output;
-    for (std::int64_t row = 0; row < rows; ++row) {
-        for (const BeamHypothesis& hypothesis :
-             finished[static_cast<std::size_t>(row)].best(config.num_return_sequences)) {
+    for (std::int64_t group = 0; group < groups; ++group) {
+        for (const BeamHypothesis& hypothesis : finished[static_cast<std::size_t>(group)].best(returned_per_group)) {
             std::vector<std::int32_t> ids = hypothesis.ids;
             if (hypothesis.ended) ids.push_back(request.eos_token_id);
             output.sequences.push_back(std::move(ids));
@@ -483,17 +552,14 @@ inline GenerationOutput beam_search(DecodingRun& run, const GenerationRequest& r
 
 }  // namespace detail
 
-// Decodes `request` with `config`: greedy search, sampling (do_sample) or beam search
-// (num_beams > 1). `state` must have room for generation_state_size() and the
+// Decodes `request` with `config`: greedy search, sampling (do_sample), beam search
+// (num_beams > 1) or beam sampling (both). `state` must have room for generation_state_size() and the
 // cross-attention sources the request reads; its self-attention cache is cleared first.
 // Every batch row gets exactly the tokens it gets when decoded alone, whatever its prefix
 // length and the other rows.
 inline GenerationOutput generate(const BlipTextLMHeadModel& decoder, DecoderState& state,
                                  const GenerationRequest& request, const GenerationConfig& config) {
     check_generation_config(config);
-    if (config.num_beams > 1 && config.do_sample)
-        throw Error("generate: beam sampling (num_beams > 1 with do_sample) is not supported; use beam search "
-                    "or sampling");
     detail::DecodingRun run(decoder, state, request, config);
     if (config.num_beams > 1) return detail::beam_search(run, request, config);
     return detail::greedy_or_sample(run, request, config);
