@@ -1,6 +1,7 @@
-// Generation strategies on the tiny captioning checkpoint against transformers 4.30.2: beam
-// search, repetition penalty, minimum length and batched greedy search token for token;
-// batches against single rows; sampling reproducibility and its distribution; streaming.
+// Generation strategies on the tiny captioning checkpoint. Beam search, repetition penalty,
+// minimum length and batched greedy search match transformers 4.30.2 token for token.
+// Batches match single rows, sampling is reproducible and draws from the right distribution,
+// and streamed text matches the decoded caption.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -376,9 +377,10 @@ TEST_CASE("sampled frequencies match the warped distribution") {
     std::vector<std::int64_t> hits(static_cast<std::size_t>(count), 0);
     for (std::int64_t draw = 0; draw < draws; ++draw) ++hits[static_cast<std::size_t>(blip::sample_token(warped.data(), count, random))];
 
-    // Each kept token's frequency lies within 5 standard deviations of its probability; a
-    // correct sampler misses that with probability below 6e-7 per token, so below 1e-5 for
-    // all of them. The seed is fixed, so the outcome is the same on every run.
+    // Each kept token's frequency lies within 5 standard deviations of its probability. A
+    // correct sampler misses that with probability below 6e-7 per token (normal
+    // approximation), so below 1e-5 for all of them. The seed is fixed, so the outcome is the
+    // same on every run.
     for (std::int64_t token = 0; token < count; ++token) {
         CAPTURE(token);
         const double p = expected[static_cast<std::size_t>(token)];

@@ -1,7 +1,7 @@
 // Text generation with a BlipTextLMHeadModel: greedy search, multinomial sampling, beam
 // search and beam sampling with the semantics of transformers 4.30.2's GenerationMixin
 // (greedy_search, sample, beam_search, beam_sample), for any batch of prefixes and
-// cross-attention sources. Captioning and the VQA answer decoder both use it.
+// cross-attention sources. Captioning and the VQA decoder both use it.
 //
 // How the decoder state is used:
 // - Each batch row's prefix ([DEC] and prompt) runs once, in one forward call per distinct
@@ -39,7 +39,7 @@ namespace blip {
 // call it, because its tokens are only final when the search ends.
 using TokenCallback = std::function<void(std::int64_t sequence, std::int32_t token)>;
 
-// What generate() decodes.
+// The batch that generate() decodes.
 struct GenerationRequest {
     // One prefix per batch row, each starting with [DEC]; lengths may differ.
     std::vector<std::vector<std::int32_t>> prefixes;
@@ -59,7 +59,7 @@ struct GenerationStats {
 
 struct GenerationOutput {
     // num_return_sequences per batch row, row by row: sequence b * num_return_sequences + j
-    // is the j-th of batch row b (for beam search, the j-th best). Each holds [DEC], the
+    // is the j-th of batch row b (for beam search, the j-th best). Each contains [DEC], the
     // prompt, the generated tokens and the final end of sequence unless max_length cut it,
     // exactly as when the row is decoded alone; pad_sequences() pads them as transformers does.
     std::vector<std::vector<std::int32_t>> sequences;
@@ -128,8 +128,8 @@ public:
             return prefix(a).size() < prefix(b).size();
         });
 
-        // state row of each batch row's prefix cache, and the batch rows run so far in state
-        // row order
+        // The state row of each batch row's prefix cache, and the batch rows run so far, in
+        // state row order.
         std::vector<int> row_of(static_cast<std::size_t>(rows), -1);
         std::vector<std::int64_t> done;
         std::vector<std::int32_t> ids;
@@ -237,7 +237,7 @@ private:
                 throw Error("generate: prefix " + std::to_string(row) + " is empty (start it with [DEC])");
             for (std::int32_t id : prefix(row))
                 if (id < 0 || id >= vocab_)
-                    throw Error("generate: prefix " + std::to_string(row) + " holds token id " + std::to_string(id) +
+                    throw Error("generate: prefix " + std::to_string(row) + " contains token id " + std::to_string(id) +
                                 ", outside the vocabulary of " + std::to_string(vocab_));
             capacity = std::max(capacity, max_length(row) - 1);
             longest = std::max(longest, length);
@@ -351,7 +351,7 @@ inline void draw_without_replacement(const float* scores, std::int64_t size, std
     float max = -std::numeric_limits<float>::infinity();
     for (std::int64_t i = 0; i < size; ++i) max = std::max(max, scores[i]);
     if (!std::isfinite(max))
-        throw Error("beam sampling: the scores hold no finite maximum (every token filtered, or NaN or inf)");
+        throw Error("beam sampling: no score is finite (every token was filtered, or a score is NaN or +inf)");
     weights.resize(static_cast<std::size_t>(size));
     for (std::int64_t i = 0; i < size; ++i)
         weights[static_cast<std::size_t>(i)] = std::exp(static_cast<double>(scores[i]) - max);
@@ -379,10 +379,11 @@ inline void draw_without_replacement(const float* scores, std::int64_t size, std
                      [](const BeamCandidate& a, const BeamCandidate& b) { return a.score > b.score; });
 }
 
-// Beam search as transformers' beam_search with BeamSearchScorer: each step takes the
-// 2 * num_beams best continuations of a group's beams (processed log-probabilities plus beam
-// scores), files those that end as hypotheses when they rank among the first num_beams, and
-// keeps the first num_beams that do not end as the new beams. A batch row is one group.
+// Beam search as transformers' beam_search with BeamSearchScorer. Each step ranks the
+// 2 * num_beams best continuations of a group's beams by processed log-probability plus beam
+// score. A continuation that ends becomes a hypothesis when it ranks among the first
+// num_beams, and the first num_beams that do not end become the new beams. A batch row is
+// one group.
 //
 // With do_sample it is transformers' beam_sample instead: num_return_sequences groups per
 // batch row, each with its own random stream and returning its best hypothesis. All beams
@@ -409,7 +410,7 @@ inline GenerationOutput beam_search(DecodingRun& run, const GenerationRequest& r
         if (sampling) random.emplace_back(config.seed, static_cast<std::uint64_t>(group % groups_per_row));
     }
 
-    // State row i holds beam i % beams of group active_groups[i / beams].
+    // State row i decodes beam i % beams of group active_groups[i / beams].
     std::vector<std::int64_t> active_groups(static_cast<std::size_t>(groups));
     std::iota(active_groups.begin(), active_groups.end(), 0);
     std::vector<std::vector<std::int32_t>> beam_ids(static_cast<std::size_t>(groups * beams));
@@ -520,8 +521,8 @@ inline GenerationOutput beam_search(DecodingRun& run, const GenerationRequest& r
         }
         if (still_active.empty()) break;
 
-        // Pack the beams of the groups that go on; next_ids and next_scores are indexed by the
-        // old state rows, so move them to the new ones.
+        // Pack the beams of the groups that go on. next_ids and next_scores are indexed by the
+        // old state rows, so they move to the new ones.
         for (std::size_t slot = 0, kept_slot = 0; slot < active_groups.size(); ++slot) {
             if (kept_slot >= still_active.size() || active_groups[slot] != still_active[kept_slot]) continue;
             for (std::int64_t beam = 0; beam < beams; ++beam) {

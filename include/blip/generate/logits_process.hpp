@@ -86,7 +86,7 @@ inline void apply_temperature(float* scores, std::int64_t count, double temperat
 }
 
 // TopKLogitsWarper: keeps the scores at least as large as the k-th largest, where k is
-// max(top_k, min_tokens_to_keep) capped at `count`; ties with the k-th value are kept, so
+// max(top_k, min_tokens_to_keep) capped at `count`. Ties with the k-th value are kept, so
 // more than k tokens may remain. top_k 0 keeps everything. `scratch` is reused space.
 inline void apply_top_k(float* scores, std::int64_t count, std::int64_t top_k, std::int64_t min_tokens_to_keep,
                         std::vector<float>& scratch) {
@@ -108,9 +108,9 @@ inline void apply_top_k(float* scores, std::int64_t count, std::int64_t top_k, s
 // and equal scores are ordered by token id, so the result is deterministic. `scratch` is
 // reused space.
 //
-// NOTE: transformers 4.30.2 keeps no token at all when top_p is so small that even the most
-// likely token's share is removed and min_tokens_to_keep is 1 (its sampling then fails on
-// NaN probabilities); here the most likely token always stays.
+// NOTE: with min_tokens_to_keep 1, transformers 4.30.2 may remove every token when top_p is 0
+// or so small that 1 - top_p rounds to 1 in float32, and its sampling then fails on NaN
+// probabilities. Here the most likely token always stays.
 inline void apply_top_p(float* scores, std::int64_t count, double top_p, std::int64_t min_tokens_to_keep,
                         std::vector<std::pair<float, std::int32_t>>& scratch) {
     if (top_p >= 1.0 || count <= 0) return;

@@ -1,8 +1,9 @@
 // Random draws for sampling. Every sequence owns a std::mt19937_64 seeded from the
 // generation seed and the sequence's index within its batch row, and tokens are drawn by
-// inverse transform over the token ids in increasing order. Both the engine and std::seed_seq
-// are fully specified by the C++ standard, and no stream is shared between threads, so a seed
-// gives the same tokens on every platform, run, thread count and batch composition.
+// inverse transform over the token ids in increasing order. No stream is shared between
+// threads, so a seed gives the same tokens on every run, thread count and batch composition.
+// The engine and std::seed_seq are fully specified by the C++ standard; on another machine
+// the tokens are the same as far as the logits and std::exp round the same.
 #pragma once
 
 #include <cmath>

@@ -62,7 +62,7 @@ private:
 // Turns the tokens of one sequence into text pieces for a TextCallback. A word is sent when
 // the token after it does not continue it (WordPiece "##" continuations), with the space
 // before it, or at end(). Tokenizer::decode() glues "##" pieces and then removes the space
-// before some punctuation and contractions (" .", " ' " and " n't" among others); where the
+// before some punctuation and contractions (" .", " ' " and " n't" among others). Where the
 // next tokens could still remove a space, the text from that space on waits for them.
 //
 // NOTE: tokens are joined as one run of word pieces. Tokenizer::decode() puts an added token

@@ -58,7 +58,7 @@ public:
 
     // Writes a caption for `image_embeds` (vision_model.forward's output), continuing
     // `prompt_ids` ([CLS] ... [SEP] from the tokenizer; may be empty), with greedy search,
-    // sampling or beam search as `generation` says. Returns every token of the first (for beam
+    // sampling or beam search as `generation` selects. Returns every token of the first (for beam
     // search the best) sequence: [DEC], the prompt, the caption and the final [SEP] unless
     // max_length cut it off.
     std::vector<std::int32_t> generate(const std::vector<float>& image_embeds,
@@ -67,7 +67,7 @@ public:
         return generate_batch({&image_embeds}, {prompt_ids}, generation).sequences.front();
     }
 
-    // Captions several images in one batch: `image_embeds` holds one vision_model.forward
+    // Captions several images in one batch: `image_embeds` points to one vision_model.forward
     // output per image, and `prompt_ids` one prompt per image, a single prompt for all, or none.
     // Returns num_return_sequences sequences per image (see GenerationOutput); each image gets
     // exactly the tokens it gets alone. `on_token` (optional) receives each token of greedy

@@ -59,8 +59,8 @@ struct TextWorkspace {
 
 // Everything that changes while a set of rows is decoded: the caches, the cross-attention
 // source each row reads, and the buffers. Made by BlipTextModel::new_state. A forward call
-// runs the active rows, rows [0, rows()); the others keep their caches untouched, so a
-// caller can drop finished rows (reorder) or run a subset of rows (set_active_rows).
+// runs the active rows, rows [0, rows()), and leaves the caches of the others untouched. So
+// a caller can drop finished rows (reorder) or run a subset of rows (set_active_rows).
 class DecoderState {
 public:
     KVCache self_cache;

@@ -28,10 +28,10 @@ namespace blip {
 struct CaptionOptions {
     std::string prompt;  // text the caption continues, for example "a picture of"
     GenerationConfig generation;
-    // Receives the text of the first caption piece by piece as soon as each piece is final:
-    // with greedy search and sampling while decoding, a word at a time; with beam search, whose
-    // words are only final when the search ends, all pieces at the end. The pieces
-    // concatenate to Caption::text, the prompt included.
+    // Receives the text of the first caption piece by piece, each piece as soon as it is
+    // final. Greedy search and sampling send a word at a time while decoding. Beam search
+    // sends all pieces at the end, because its words are only final when the search ends.
+    // The pieces concatenate to Caption::text, the prompt included.
     TextCallback on_text;
     // The same for every caption of a batch: `sequence` numbers captions as
     // Captioner::caption_embeds_batch returns them, flattened (image * num_return_sequences + j).
