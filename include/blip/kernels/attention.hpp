@@ -1,5 +1,6 @@
 // Multi-head scaled dot-product attention, fused per head and per tile of query rows:
 // scores, mask, softmax and the weighted sum of values, holding at most one tile of scores.
+// The arithmetic comes from the f32 kernels of the active CPU level (gemm_f32.hpp).
 #pragma once
 
 #include <algorithm>
@@ -11,12 +12,13 @@
 
 #include "blip/core/error.hpp"
 #include "blip/core/parallel.hpp"
-#include "blip/kernels/eigen.hpp"
-#include "blip/kernels/softmax.hpp"
+#include "blip/kernels/eigen.hpp"  // TODO: drop once no caller uses detail::keep_eigen_serial
+#include "blip/kernels/gemm_f32.hpp"
 
 namespace blip::kernels {
 
-// Query rows per task. Fixed, so the split does not depend on the thread count.
+// Query rows per task of callers that split work themselves (the text model). Any split gives
+// the same results.
 inline constexpr std::int64_t kAttentionQueryTile = 16;
 
 // Scaling of the raw scores q.k. The vision encoder (BlipAttention) multiplies by
@@ -48,8 +50,9 @@ struct AttentionArgs {
     std::int64_t output_stride = 0;
 };
 
-// Floats of scratch one worker needs for problems with `key_rows` keys.
-inline std::int64_t attention_scratch_floats(std::int64_t key_rows) { return kAttentionQueryTile * key_rows; }
+// Floats of scratch one worker needs for problems with `key_rows` keys: one row of scores
+// for each of the detail::kAttentionRows query rows computed together.
+inline std::int64_t attention_scratch_floats(std::int64_t key_rows) { return detail::kAttentionRows * key_rows; }
 
 // Number of keys that query row `row` attends to.
 inline std::int64_t visible_keys(const AttentionArgs& args, std::int64_t row) {
@@ -57,41 +60,72 @@ inline std::int64_t visible_keys(const AttentionArgs& args, std::int64_t row) {
     return std::min(args.key_rows, args.causal_offset + row + 1);
 }
 
-// Attention of head `head` for query rows [begin, end), with end - begin at most
-// kAttentionQueryTile, on the calling thread. `scratch` has room for
-// attention_scratch_floats(args.key_rows) floats.
+namespace detail {
+
+// Query rows per task of attention(), at most; the rows are split evenly in multiples of
+// kAttentionRows. Any split gives the same results.
+inline constexpr std::int64_t kAttentionChunkRows = 160;
+// Tasks with at least this many query rows first copy their head's keys and values into
+// contiguous rows, which the kernels then read as sequential streams. Packing moves data
+// without changing any arithmetic.
+inline constexpr std::int64_t kAttentionPackRows = 16;
+
+// Per-thread buffer for packed keys and values; it grows to the largest request and is kept.
+inline float* attention_pack_buffer(std::size_t floats) {
+    thread_local std::vector<float> buffer;
+    if (buffer.size() < floats) buffer.resize(floats);
+    return buffer.data();
+}
+
+// Copies `rows` rows of `dim` floats (row stride `stride`) to consecutive rows at `out`.
+inline void pack_head(const float* source, std::int64_t rows, std::int64_t stride, std::int64_t dim, float* out) {
+    for (std::int64_t r = 0; r < rows; ++r) std::copy_n(source + r * stride, dim, out + r * dim);
+}
+
+// Attention of head `head` for query rows [begin, end), reading that head's keys and values at
+// `keys` and `values` (row strides given). `scratch` has room for kAttentionRows rows of
+// scores.
+inline void attend_rows(const AttentionArgs& args, std::int64_t head, std::int64_t begin, std::int64_t end,
+                        const float* keys, std::int64_t key_stride, const float* values, std::int64_t value_stride,
+                        float* scratch) {
+    const std::int64_t dim = args.head_dim;
+    const std::int64_t column = head * dim;
+    const F32KernelTable& kernels = active_f32_kernels();
+    const bool divide = args.scaling == ScoreScaling::DivideBySqrt;
+    const float scale = divide ? static_cast<float>(std::sqrt(static_cast<double>(dim)))
+                               : static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+    for (std::int64_t first = begin; first < end; first += kAttentionRows) {
+        const int rows = static_cast<int>(std::min<std::int64_t>(kAttentionRows, end - first));
+        const std::int64_t keys_here = visible_keys(args, first + rows - 1);  // the last row attends to the most
+        if (keys_here <= 0) continue;
+        kernels.scores(args.query + first * args.query_stride + column, args.query_stride, rows, keys, key_stride,
+                       keys_here, dim, scratch, keys_here);
+        for (int i = 0; i < rows; ++i) {
+            float* row = scratch + i * keys_here;
+            const std::int64_t visible = visible_keys(args, first + i);
+            kernels.softmax(row, visible, scale, divide, args.key_bias);
+            std::fill(row + visible, row + keys_here, 0.0f);
+        }
+        kernels.weighted_sum(scratch, keys_here, rows, keys_here, values, value_stride, dim,
+                             args.output + first * args.output_stride + column, args.output_stride);
+    }
+}
+
+}  // namespace detail
+
+// Attention of head `head` for query rows [begin, end) on the calling thread. `scratch` has
+// room for attention_scratch_floats(args.key_rows) floats.
+//
+// Every query row is computed on its own: scores in the 16-lane dot-product order, softmax
+// over its visible keys, then the weighted sum of values in increasing key order. So a row
+// gets the same bits whatever the other rows of the call. One exception: a row with fewer
+// visible keys than others of its group of detail::kAttentionRows also adds their zero
+// weights, which can only turn a -0 output into +0.
 inline void attend(const AttentionArgs& args, std::int64_t head, std::int64_t begin, std::int64_t end,
                    float* scratch) {
-    const std::int64_t rows = end - begin;
-    const std::int64_t dim = args.head_dim;
-    const std::int64_t keys = visible_keys(args, end - 1);  // the last row attends to the most keys
-    if (rows <= 0 || keys <= 0) return;
-    const std::int64_t column = head * dim;
-
-    detail::ConstMatrixMap query(args.query + begin * args.query_stride + column, rows, dim,
-                                 Eigen::OuterStride<>(args.query_stride));
-    detail::ConstMatrixMap key(args.key + column, keys, dim, Eigen::OuterStride<>(args.key_stride));
-    detail::ConstMatrixMap value(args.value + column, keys, dim, Eigen::OuterStride<>(args.value_stride));
-    detail::MatrixMap scores(scratch, rows, keys, Eigen::OuterStride<>(keys));
-    scores.noalias() = query * key.transpose();
-
-    const float sqrt_dim = static_cast<float>(std::sqrt(static_cast<double>(dim)));
-    const float inverse_sqrt_dim = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
-    for (std::int64_t i = 0; i < rows; ++i) {
-        float* row = scratch + i * keys;
-        const std::int64_t visible = visible_keys(args, begin + i);
-        for (std::int64_t j = 0; j < visible; ++j) {
-            float score = args.scaling == ScoreScaling::DivideBySqrt ? row[j] / sqrt_dim : row[j] * inverse_sqrt_dim;
-            if (args.key_bias) score += args.key_bias[j];
-            row[j] = score;
-        }
-        softmax_inplace(row, visible);
-        std::fill(row + visible, row + keys, 0.0f);
-    }
-
-    detail::MatrixMap output(args.output + begin * args.output_stride + column, rows, dim,
-                             Eigen::OuterStride<>(args.output_stride));
-    output.noalias() = scores * value;
+    const std::int64_t column = head * args.head_dim;
+    detail::attend_rows(args, head, begin, end, args.key + column, args.key_stride, args.value + column,
+                        args.value_stride, scratch);
 }
 
 // Number of threads worth using for `args`: two products of head_dim multiply-adds per
@@ -100,7 +134,7 @@ inline std::int64_t attention_threads(const AttentionArgs& args) {
     return threads_for_work(args.heads * args.query_rows * args.key_rows * (2 * args.head_dim + 20));
 }
 
-// Runs every head and query tile of `args` in parallel. Each worker takes
+// Runs every head and chunk of query rows of `args` in parallel. Each worker takes
 // attention_scratch_floats(key_rows) of the `scratch_floats` floats at `scratch`, so fewer
 // workers run when the scratch is small. Throws when not even one worker fits.
 inline void attention(const AttentionArgs& args, float* scratch, std::int64_t scratch_floats) {
@@ -110,15 +144,26 @@ inline void attention(const AttentionArgs& args, float* scratch, std::int64_t sc
     if (fitting < 1)
         throw Error("attention: scratch of " + std::to_string(scratch_floats) + " floats is smaller than the " +
                     std::to_string(per_worker) + " one worker needs for " + std::to_string(args.key_rows) + " keys");
-    detail::keep_eigen_serial();
-    const std::int64_t tiles = tile_count(args.query_rows, kAttentionQueryTile);
+    const std::int64_t chunks = tile_count(args.query_rows, detail::kAttentionChunkRows);
+    const std::int64_t chunk_rows =
+        tile_count(tile_count(args.query_rows, chunks), detail::kAttentionRows) * detail::kAttentionRows;
+    const std::int64_t dim = args.head_dim;
     parallel_for(
-        args.heads * tiles,
+        args.heads * chunks,
         [&](std::int64_t task, int worker) {
-            const std::int64_t head = task / tiles;
-            const std::int64_t begin = (task % tiles) * kAttentionQueryTile;
-            const std::int64_t end = std::min(args.query_rows, begin + kAttentionQueryTile);
-            attend(args, head, begin, end, scratch + worker * per_worker);
+            const std::int64_t head = task / chunks;
+            const std::int64_t begin = (task % chunks) * chunk_rows;
+            const std::int64_t end = std::min(args.query_rows, begin + chunk_rows);
+            float* own = scratch + worker * per_worker;
+            const std::int64_t keys = visible_keys(args, end - 1);
+            if (end - begin < detail::kAttentionPackRows || keys <= 0) {
+                attend(args, head, begin, end, own);
+                return;
+            }
+            float* packed = detail::attention_pack_buffer(static_cast<std::size_t>(2 * keys * dim));
+            detail::pack_head(args.key + head * dim, keys, args.key_stride, dim, packed);
+            detail::pack_head(args.value + head * dim, keys, args.value_stride, dim, packed + keys * dim);
+            detail::attend_rows(args, head, begin, end, packed, dim, packed + keys * dim, dim, own);
         },
         static_cast<int>(std::min<std::int64_t>(fitting, attention_threads(args))));
 }

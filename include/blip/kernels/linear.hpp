@@ -1,8 +1,10 @@
-// Fully connected layer y = x W^T + b, the product behind every nn.Linear of the model.
-// f32 weights run through Eigen straight from the mapped file; 16-bit and quantized weights
-// go to blip::quant::gemm.
+// Fully connected layer y = x W^T + b, the product behind every nn.Linear of the model, with
+// optional GELU and residual add fused into its end (kernels::Epilogue). f32 weights run
+// through gemm_f32 straight from the mapped file; 16-bit and quantized weights go to
+// blip::quant::gemm, followed by the same epilogue kernel.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -10,44 +12,22 @@
 #include "blip/core/error.hpp"
 #include "blip/core/parallel.hpp"
 #include "blip/gguf/reader.hpp"
-#include "blip/kernels/eigen.hpp"
+#include "blip/kernels/gemm_f32.hpp"
 #include "blip/quant/gemm.hpp"
 #include "blip/quant/quantize.hpp"
 
 namespace blip::kernels {
 
-// Output features per task. Fixed, so that tile boundaries and therefore every sum's
-// order do not depend on the thread count.
-inline constexpr std::int64_t kLinearTile = 128;
+// Rows per task of the epilogue pass after quant::gemm. Any split gives the same results.
+inline constexpr std::int64_t kEpilogueTileRows = 16;
 
 // y[rows, out] = x[rows, in] * w[out, in]^T + bias[out], all f32 and row-major; `bias` may
 // be null. `y` must not overlap `x`.
 inline void linear_f32(const float* w, const float* bias, std::int64_t out_features, std::int64_t in_features,
                        const float* x, std::int64_t rows, float* y) {
-    if (rows <= 0 || out_features <= 0) return;
-    detail::keep_eigen_serial();
-    const std::int64_t tiles = tile_count(out_features, kLinearTile);
-    const int threads = threads_for_work(rows * out_features * in_features);
-    parallel_for(tiles, [&](std::int64_t tile, int) {
-        const std::int64_t first = tile * kLinearTile;
-        const std::int64_t count = std::min(kLinearTile, out_features - first);
-        detail::ConstMatrixMap weights(w + first * in_features, count, in_features, Eigen::OuterStride<>(in_features));
-        if (rows == 1) {
-            // One row: a matrix-vector product, one dot product per output feature.
-            Eigen::Map<const Eigen::VectorXf> input(x, in_features);
-            Eigen::Map<Eigen::VectorXf> output(y + first, count);
-            output.noalias() = weights * input;
-            if (bias) output += Eigen::Map<const Eigen::VectorXf>(bias + first, count);
-            return;
-        }
-        detail::ConstMatrixMap input(x, rows, in_features, Eigen::OuterStride<>(in_features));
-        detail::MatrixMap output(y + first, rows, count, Eigen::OuterStride<>(out_features));
-        output.noalias() = input * weights.transpose();
-        if (bias) {
-            const Eigen::Map<const Eigen::RowVectorXf> b(bias + first, count);
-            output.rowwise() += b;
-        }
-    }, threads);
+    Epilogue epilogue;
+    epilogue.bias = bias;
+    gemm_f32(x, rows, in_features, w, out_features, in_features, y, out_features, epilogue);
 }
 
 // Whether linear() can multiply weights stored as `type` with rows of `in_features`
@@ -56,42 +36,65 @@ inline bool linear_supports(DType type, std::int64_t in_features) {
     return type == DType::F32 ? in_features > 0 : quant::row_length_supported(type, in_features);
 }
 
-// How linear() may compute a row of its output.
+// Rule for computing a row of linear()'s output. Both orders now give every row the same bits
+// whatever the other rows and their number: gemm_f32 sums each output in a fixed order, and
+// quant::gemm's kernels are row-independent too. The choice is kept for callers that state
+// which property they rely on.
 enum class RowOrder {
-    // The fastest product for the row count. For f32 weights, Eigen's matrix-vector product
-    // (1 row) and matrix product (several rows) round differently, and the matrix product's
-    // edge blocks depend on the row count, so a row's bits depend on the rows around it.
     Fastest,
-    // Every row gets the same bits whatever the other rows and their number, as batched
-    // decoding needs to give each sequence the tokens it gets alone. f32 weights then run
-    // through quant::gemm's dot-product kernels, like the other weight types always do.
+    // Rows decoded together must give the bits each gives alone (batched decoding).
     BatchInvariant,
 };
 
-// y = x W^T + b for a weight `weight` of shape [out_features, in_features] (any shape with
-// that many elements, such as the 4-D patch convolution) stored in any supported type.
-inline void linear(const gguf::TensorInfo& weight, const float* bias, std::int64_t out_features,
-                   std::int64_t in_features, const float* x, std::int64_t rows, float* y,
-                   RowOrder order = RowOrder::Fastest) {
+// y[rows, out_features] = epilogue(x W^T) for a weight `weight` of shape [out_features,
+// in_features] (any shape with that many elements, such as the 4-D patch convolution) stored
+// in any supported type. The epilogue's residual may equal `y`. For weights other than f32,
+// that case needs `scratch` (rows * out_features floats, not overlapping x or y) to store the
+// product before the epilogue.
+inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, std::int64_t in_features,
+                   const float* x, std::int64_t rows, float* y, const Epilogue& epilogue, float* scratch = nullptr) {
     if (weight.numel() != out_features * in_features)
         throw Error("linear: weight " + weight.name + " of shape " + gguf::shape_string(weight.shape) +
                     " does not have " + std::to_string(out_features) + " x " + std::to_string(in_features) +
                     " elements");
     if (weight.data == nullptr) throw Error("linear: weight " + weight.name + " has no data");
-    if (weight.type == DType::F32 && order == RowOrder::Fastest) {
-        linear_f32(weight.f32(), bias, out_features, in_features, x, rows, y);
+    if (weight.type == DType::F32) {
+        gemm_f32(x, rows, in_features, weight.f32(), out_features, in_features, y, out_features, epilogue);
         return;
     }
     if (!linear_supports(weight.type, in_features))
         throw Error(weight.name + ": weight type " + std::string(dtype_name(weight.type)) +
                     " with rows of " + std::to_string(in_features) +
                     " elements is not supported (store this tensor as f32 or f16)");
-    quant::gemm(weight.type, weight.data, out_features, in_features, x, rows, y);
-    if (bias == nullptr) return;
-    for (std::int64_t row = 0; row < rows; ++row) {
-        float* output = y + row * out_features;
-        for (std::int64_t o = 0; o < out_features; ++o) output[o] += bias[o];
-    }
+    if (epilogue.residual == y && scratch == nullptr)
+        throw Error("linear: weight " + weight.name + " is " + std::string(dtype_name(weight.type)) +
+                    " and the residual is the output, so a scratch buffer is needed");
+    float* product = epilogue.residual == y ? scratch : y;
+    quant::gemm(weight.type, weight.data, out_features, in_features, x, rows, product);
+    if (epilogue.bias == nullptr && !epilogue.gelu && epilogue.residual == nullptr && product == y) return;
+    const detail::F32KernelTable& kernels = detail::active_f32_kernels();
+    parallel_for(
+        tile_count(rows, kEpilogueTileRows),
+        [&](std::int64_t tile, int) {
+            const std::int64_t end = std::min(rows, (tile + 1) * kEpilogueTileRows);
+            for (std::int64_t row = tile * kEpilogueTileRows; row < end; ++row) {
+                const float* residual =
+                    epilogue.residual ? epilogue.residual + row * epilogue.residual_stride : nullptr;
+                kernels.epilogue(product + row * out_features, out_features, epilogue.bias, epilogue.gelu, residual,
+                                 y + row * out_features);
+            }
+        },
+        threads_for_work(rows * out_features * (epilogue.gelu ? 8 : 1)));
+}
+
+// y = x W^T + b. `order` no longer changes the result (see RowOrder).
+inline void linear(const gguf::TensorInfo& weight, const float* bias, std::int64_t out_features,
+                   std::int64_t in_features, const float* x, std::int64_t rows, float* y,
+                   RowOrder order = RowOrder::Fastest) {
+    (void)order;
+    Epilogue epilogue;
+    epilogue.bias = bias;
+    linear(weight, out_features, in_features, x, rows, y, epilogue);
 }
 
 }  // namespace blip::kernels

@@ -1,31 +1,22 @@
-// Softmax over the last dimension: exp(x - max) / sum, with the sum taken in double.
+// Softmax over the last dimension: exp(x - max) / sum, with the sum taken in double. The
+// arithmetic is the active CPU level's (softmax_row_reference in gemm_f32_kernels.hpp).
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "blip/core/parallel.hpp"
+#include "blip/kernels/gemm_f32.hpp"
 
 namespace blip::kernels {
 
-// Rows per task; fixed so that the split does not depend on the thread count.
+// Rows per task; any split gives the same results.
 inline constexpr std::int64_t kSoftmaxTile = 16;
 
 // Replaces `count` values by their softmax. A row whose values are all -infinity has no
 // defined softmax; it becomes NaN, as in torch.
 inline void softmax_inplace(float* x, std::int64_t count) {
-    if (count <= 0) return;
-    float max_value = -std::numeric_limits<float>::infinity();
-    for (std::int64_t i = 0; i < count; ++i) max_value = std::max(max_value, x[i]);
-    double sum = 0;
-    for (std::int64_t i = 0; i < count; ++i) {
-        x[i] = std::exp(x[i] - max_value);
-        sum += x[i];
-    }
-    const float inverse_sum = static_cast<float>(1.0 / sum);
-    for (std::int64_t i = 0; i < count; ++i) x[i] *= inverse_sum;
+    detail::active_f32_kernels().softmax(x, count, 1.0f, false, nullptr);
 }
 
 // Softmax of each of `rows` rows of `width` values, in place.

@@ -1,0 +1,293 @@
+// f32 kernels of the Avx2 level (AVX2 and FMA), compiled per function with target attributes
+// so the rest of the program stays baseline x86-64. Two 256-bit registers hold the 16 lanes of
+// one dot product (lanes 0..7 and 8..15), so results equal the Avx512 level's.
+#pragma once
+
+#include <cstdint>
+
+#include <immintrin.h>
+
+#include "blip/kernels/gemm_f32_kernels.hpp"
+#include "blip/kernels/simd_math.hpp"
+
+#define BLIP_F32_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace blip::kernels::detail::avx2 {
+
+// Load mask with the lowest `count` (0..8) of 8 lanes set.
+BLIP_F32_AVX2 inline __m256i first_lanes(std::int64_t count) {
+    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int lanes = count >= 8 ? 8 : static_cast<int>(count < 0 ? 0 : count);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), index);
+}
+
+// reduce_lanes16 of lanes 0..7 in `low` and 8..15 in `high`.
+BLIP_F32_AVX2 inline float reduce_lanes(__m256 low, __m256 high) {
+    const __m256 s1 = _mm256_add_ps(low, high);
+    const __m128 s2 = _mm_add_ps(_mm256_castps256_ps128(s1), _mm256_extractf128_ps(s1, 1));
+    const __m128 s3 = _mm_add_ps(s2, _mm_movehl_ps(s2, s2));
+    return _mm_cvtss_f32(_mm_add_ss(s3, _mm_shuffle_ps(s3, s3, 1)));
+}
+
+struct Tiles {
+    // Adds one block of 16 elements at xp and wp (per-row strides from x and w).
+    template <int Rows, int Cols, bool Masked>
+    BLIP_F32_AVX2 static void step(const float* xp, std::int64_t x_stride, const float* wp, std::int64_t w_stride,
+                                   __m256i mask_low, __m256i mask_high, __m256 (&acc)[Rows][Cols][2]) {
+        for (int half = 0; half < 2; ++half) {
+            const __m256i mask = half == 0 ? mask_low : mask_high;
+            __m256 wv[Cols];
+            for (int c = 0; c < Cols; ++c)
+                wv[c] = Masked ? _mm256_maskload_ps(wp + c * w_stride + 8 * half, mask)
+                               : _mm256_loadu_ps(wp + c * w_stride + 8 * half);
+            for (int r = 0; r < Rows; ++r) {
+                const __m256 xv = Masked ? _mm256_maskload_ps(xp + r * x_stride + 8 * half, mask)
+                                         : _mm256_loadu_ps(xp + r * x_stride + 8 * half);
+                for (int c = 0; c < Cols; ++c) acc[r][c][half] = _mm256_fmadd_ps(xv, wv[c], acc[r][c][half]);
+            }
+        }
+    }
+
+    template <int Rows, int Cols>
+    BLIP_F32_AVX2 static void tile(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride) {
+        __m256 acc[Rows][Cols][2];
+        for (int r = 0; r < Rows; ++r)
+            for (int c = 0; c < Cols; ++c) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+        const __m256i all = _mm256_set1_epi32(-1);
+        const float* xp = x.data;
+        const float* wp = w.data;
+        std::int64_t k = 0;
+        for (; k + 16 <= count; k += 16, xp += x.block_stride, wp += w.block_stride)
+            step<Rows, Cols, false>(xp, x.row_stride, wp, w.row_stride, all, all, acc);
+        if (k < count)
+            step<Rows, Cols, true>(xp, x.row_stride, wp, w.row_stride, first_lanes(count - k),
+                                   first_lanes(count - k - 8), acc);
+        for (int r = 0; r < Rows; ++r)
+            for (int c = 0; c < Cols; ++c) y[r * y_stride + c] = reduce_lanes(acc[r][c][0], acc[r][c][1]);
+    }
+};
+
+// erf_reference<true> on 8 values.
+BLIP_F32_AVX2 inline __m256 erf8(__m256 z) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 a = _mm256_andnot_ps(sign, z);
+    const __m256 in_range = _mm256_cmp_ps(a, _mm256_set1_ps(kErfLimit), _CMP_LT_OQ);
+    __m256i interval = _mm256_cvttps_epi32(_mm256_mul_ps(a, _mm256_set1_ps(2.0f)));
+    interval = _mm256_min_epi32(_mm256_max_epi32(interval, _mm256_setzero_si256()), _mm256_set1_epi32(kErfIntervals - 1));
+    const __m256 center =
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(interval), _mm256_set1_ps(0.5f), _mm256_set1_ps(0.25f));
+    const __m256 t = _mm256_sub_ps(a, center);
+    __m256 p = _mm256_permutevar8x32_ps(_mm256_loadu_ps(kErfCoefficients[kErfDegree]), interval);
+    for (int power = kErfDegree - 1; power >= 0; --power) {
+        const __m256 coefficient = _mm256_permutevar8x32_ps(_mm256_loadu_ps(kErfCoefficients[power]), interval);
+        p = _mm256_fmadd_ps(p, t, coefficient);
+    }
+    __m256 result = _mm256_blendv_ps(_mm256_set1_ps(1.0f), p, in_range);
+    result = _mm256_or_ps(_mm256_andnot_ps(sign, result), _mm256_and_ps(sign, z));
+    const __m256 nan = _mm256_cmp_ps(z, z, _CMP_UNORD_Q);
+    return _mm256_blendv_ps(result, z, nan);
+}
+
+// gelu_reference<true> on 8 values.
+BLIP_F32_AVX2 inline __m256 gelu8(__m256 x) {
+    const __m256 half = _mm256_mul_ps(_mm256_set1_ps(0.5f), x);
+    const __m256 e = erf8(_mm256_mul_ps(x, _mm256_set1_ps(kInverseSqrt2)));
+    return _mm256_mul_ps(half, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+// exp_reference<true> on 8 values.
+BLIP_F32_AVX2 inline __m256 exp8(__m256 x) {
+    const __m256 clamped = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpMin)), _mm256_set1_ps(kExpMax));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(clamped, _mm256_set1_ps(kLog2e)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2High), clamped);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Low), r);
+    __m256 p = _mm256_set1_ps(kExpCoefficients[0]);
+    for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpCoefficients[i]));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i exponent = _mm256_cvtps_epi32(n);
+    const __m256i first = _mm256_srai_epi32(_mm256_add_epi32(exponent, _mm256_srli_epi32(exponent, 31)), 1);
+    const __m256i second = _mm256_sub_epi32(exponent, first);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 scale1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(first, bias), 23));
+    const __m256 scale2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(second, bias), 23));
+    const __m256 result = _mm256_mul_ps(_mm256_mul_ps(p, scale1), scale2);
+    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    return _mm256_blendv_ps(result, x, nan);
+}
+
+BLIP_F32_AVX2 inline void epilogue(const float* dots, std::int64_t count, const float* bias, bool gelu,
+                                   const float* residual, float* y) {
+    for (std::int64_t i = 0; i < count; i += 8) {
+        const __m256i mask = first_lanes(count - i);
+        __m256 value = _mm256_maskload_ps(dots + i, mask);
+        if (bias) value = _mm256_add_ps(value, _mm256_maskload_ps(bias + i, mask));
+        if (gelu) value = gelu8(value);
+        if (residual) value = _mm256_add_ps(_mm256_maskload_ps(residual + i, mask), value);
+        _mm256_maskstore_ps(y + i, mask, value);
+    }
+}
+
+// ----- attention ------------------------------------------------------------------------------
+
+// Reduces the 8 keys' first-level sums s1 (lanes 0..7 + lanes 8..15 of each dot product) at
+// once: lane j of the result is reduce_lanes of key j, by the same additions.
+BLIP_F32_AVX2 inline __m256 reduce_lanes_8x(const __m256 (&s1)[8]) {
+    __m256 u[4];
+    for (int i = 0; i < 4; ++i)  // 128-bit half h: s1[k] + s1[k + 4] of key 2i + h
+        u[i] = _mm256_add_ps(_mm256_permute2f128_ps(s1[2 * i], s1[2 * i + 1], 0x20),
+                             _mm256_permute2f128_ps(s1[2 * i], s1[2 * i + 1], 0x31));
+    __m256 v[2];
+    for (int i = 0; i < 2; ++i)  // half h: s3[0], s3[1] of key 4i + h, then of key 4i + 2 + h
+        v[i] = _mm256_add_ps(_mm256_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44),
+                             _mm256_shuffle_ps(u[2 * i], u[2 * i + 1], 0xEE));
+    // Half h: the results of keys h, 2 + h, 4 + h, 6 + h.
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(v[0], v[1], 0x88), _mm256_shuffle_ps(v[0], v[1], 0xDD));
+    return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// s1 of the dot product of `query` with `key` (dim elements): lanes 0..7 plus lanes 8..15.
+BLIP_F32_AVX2 inline __m256 score_halves(const float* query, const float* key, std::int64_t dim) {
+    __m256 low = _mm256_setzero_ps();
+    __m256 high = _mm256_setzero_ps();
+    std::int64_t d = 0;
+    for (; d + 16 <= dim; d += 16) {
+        low = _mm256_fmadd_ps(_mm256_loadu_ps(query + d), _mm256_loadu_ps(key + d), low);
+        high = _mm256_fmadd_ps(_mm256_loadu_ps(query + d + 8), _mm256_loadu_ps(key + d + 8), high);
+    }
+    if (d < dim) {
+        const __m256i mask_low = first_lanes(dim - d);
+        const __m256i mask_high = first_lanes(dim - d - 8);
+        low = _mm256_fmadd_ps(_mm256_maskload_ps(query + d, mask_low), _mm256_maskload_ps(key + d, mask_low), low);
+        high = _mm256_fmadd_ps(_mm256_maskload_ps(query + d + 8, mask_high), _mm256_maskload_ps(key + d + 8, mask_high),
+                               high);
+    }
+    return _mm256_add_ps(low, high);
+}
+
+BLIP_F32_AVX2 inline void scores(const float* query, std::int64_t query_stride, int rows, const float* keys,
+                                 std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* out,
+                                 std::int64_t out_stride) {
+    for (int i = 0; i < rows; ++i)
+        for (std::int64_t j = 0; j < count; j += 8) {
+            const int keys_here = count - j >= 8 ? 8 : static_cast<int>(count - j);
+            __m256 s1[8];
+            for (int t = 0; t < 8; ++t)
+                s1[t] = t < keys_here ? score_halves(query + i * query_stride, keys + (j + t) * key_stride, dim)
+                                      : _mm256_setzero_ps();
+            _mm256_maskstore_ps(out + i * out_stride + j, first_lanes(keys_here), reduce_lanes_8x(s1));
+        }
+}
+
+BLIP_F32_AVX2 inline void softmax(float* scores, std::int64_t count, float scale, bool divide, const float* bias) {
+    if (count <= 0) return;
+    const __m256 scale_vector = _mm256_set1_ps(scale);
+    const __m256 lowest = _mm256_set1_ps(-INFINITY);
+    __m256 max_vector = lowest;
+    for (std::int64_t j = 0; j < count; j += 8) {
+        const __m256i mask = first_lanes(count - j);
+        __m256 value = _mm256_maskload_ps(scores + j, mask);
+        if (divide) {
+            value = _mm256_div_ps(value, scale_vector);
+            if (bias) value = _mm256_add_ps(value, _mm256_maskload_ps(bias + j, mask));
+        } else {
+            value = bias ? _mm256_fmadd_ps(value, scale_vector, _mm256_maskload_ps(bias + j, mask))
+                         : _mm256_mul_ps(value, scale_vector);
+        }
+        _mm256_maskstore_ps(scores + j, mask, value);
+        max_vector = _mm256_max_ps(max_vector, _mm256_blendv_ps(lowest, value, _mm256_castsi256_ps(mask)));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, max_vector);
+    float max_value = lanes[0];
+    for (int i = 1; i < 8; ++i) max_value = max_value > lanes[i] ? max_value : lanes[i];
+
+    // Double lanes 0..3, 4..7, 8..11 and 12..15 of reduce_double_lanes16.
+    const __m256 shift = _mm256_set1_ps(max_value);
+    __m256d sums[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    for (std::int64_t j = 0; j < count; j += 8) {
+        const __m256i mask = first_lanes(count - j);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(scores + j, mask), shift));
+        e = _mm256_and_ps(e, _mm256_castsi256_ps(mask));
+        _mm256_maskstore_ps(scores + j, mask, e);
+        const int first = (j % 16 == 0) ? 0 : 2;
+        sums[first] = _mm256_add_pd(sums[first], _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        sums[first + 1] = _mm256_add_pd(sums[first + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    const __m256d s2 = _mm256_add_pd(_mm256_add_pd(sums[0], sums[2]), _mm256_add_pd(sums[1], sums[3]));
+    const __m128d s3 = _mm_add_pd(_mm256_castpd256_pd128(s2), _mm256_extractf128_pd(s2, 1));
+    const double sum = _mm_cvtsd_f64(_mm_add_sd(s3, _mm_unpackhi_pd(s3, s3)));
+    const __m256 inverse_sum = _mm256_set1_ps(static_cast<float>(1.0 / sum));
+    for (std::int64_t j = 0; j < count; j += 8) {
+        const __m256i mask = first_lanes(count - j);
+        _mm256_maskstore_ps(scores + j, mask, _mm256_mul_ps(_mm256_maskload_ps(scores + j, mask), inverse_sum));
+    }
+}
+
+template <int Rows, int Blocks>
+BLIP_F32_AVX2 inline void weighted_sum_block(const float* p, std::int64_t p_stride, std::int64_t count,
+                                             const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                             std::int64_t out_stride) {
+    __m256i masks[Blocks];
+    for (int b = 0; b < Blocks; ++b) masks[b] = first_lanes(dim - 8 * b);
+    __m256 acc[Rows][Blocks];
+    for (int i = 0; i < Rows; ++i)
+        for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm256_setzero_ps();
+    // A loop that may run zero times makes GCC 12 -O3 keep acc in memory (see the Avx512
+    // level), so count 0 returns here.
+    if (count <= 0) {
+        for (int i = 0; i < Rows; ++i)
+            for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + 8 * b, masks[b], acc[i][b]);
+        return;
+    }
+    for (std::int64_t j = 0; j < count; ++j) {
+        __m256 values[Blocks];
+        for (int b = 0; b < Blocks; ++b) values[b] = _mm256_maskload_ps(v + j * v_stride + 8 * b, masks[b]);
+        for (int i = 0; i < Rows; ++i) {
+            const __m256 weight = _mm256_set1_ps(p[i * p_stride + j]);
+            for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm256_fmadd_ps(weight, values[b], acc[i][b]);
+        }
+    }
+    for (int i = 0; i < Rows; ++i)
+        for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + 8 * b, masks[b], acc[i][b]);
+}
+
+template <int Rows>
+BLIP_F32_AVX2 inline void weighted_sum_rows(const float* p, std::int64_t p_stride, std::int64_t count, const float* v,
+                                            std::int64_t v_stride, std::int64_t dim, float* out,
+                                            std::int64_t out_stride) {
+    // Up to 32 columns (4 registers per row) at a time.
+    for (std::int64_t d = 0; d < dim; d += 32) {
+        const std::int64_t left = dim - d;
+        const int blocks = left >= 32 ? 4 : static_cast<int>((left + 7) / 8);
+        switch (blocks) {
+            case 1: weighted_sum_block<Rows, 1>(p, p_stride, count, v + d, v_stride, left, out + d, out_stride); break;
+            case 2: weighted_sum_block<Rows, 2>(p, p_stride, count, v + d, v_stride, left, out + d, out_stride); break;
+            case 3: weighted_sum_block<Rows, 3>(p, p_stride, count, v + d, v_stride, left, out + d, out_stride); break;
+            default: weighted_sum_block<Rows, 4>(p, p_stride, count, v + d, v_stride, left, out + d, out_stride); break;
+        }
+    }
+}
+
+BLIP_F32_AVX2 inline void weighted_sum(const float* p, std::int64_t p_stride, int rows, std::int64_t count,
+                                       const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                       std::int64_t out_stride) {
+    for (int i = 0; i < rows; i += 2) {
+        if (rows - i >= 2)
+            weighted_sum_rows<2>(p + i * p_stride, p_stride, count, v, v_stride, dim, out + i * out_stride, out_stride);
+        else
+            weighted_sum_rows<1>(p + i * p_stride, p_stride, count, v, v_stride, dim, out + i * out_stride, out_stride);
+    }
+}
+
+inline void install(F32KernelTable& table) {
+    install_tiles<Tiles, 3, 2>(table);
+    table.fused = true;
+    table.epilogue = epilogue;
+    table.scores = scores;
+    table.softmax = softmax;
+    table.weighted_sum = weighted_sum;
+}
+
+}  // namespace blip::kernels::detail::avx2

@@ -1,0 +1,281 @@
+// The set of f32 kernels one CPU level provides, and the two portable levels: the scalar
+// reference and xsimd with the compile-time architecture (SSE2 on x86-64, NEON on ARM64,
+// SSE2 emulation on WebAssembly). gemm_f32_avx2.hpp and gemm_f32_avx512.hpp add the
+// run-time dispatched x86 levels.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+
+#include "blip/kernels/simd_math.hpp"
+#include "blip/quant/cpu.hpp"
+
+#if BLIP_QUANT_HAS_XSIMD
+#include <xsimd/xsimd.hpp>
+#endif
+
+namespace blip::kernels::detail {
+
+// Largest register tile of any level: rows of x times rows of W.
+inline constexpr int kMaxTileRows = 6;
+inline constexpr int kMaxTileCols = 6;
+
+// The rows of one operand of a tile: element k of row r is at
+// data[r * row_stride + (k / 16) * block_stride + k % 16]. Row-major storage has
+// block_stride 16. Packed panels interleave their rows per 16 elements (row_stride 16,
+// block_stride 16 * rows), so that a tile reads one sequential stream per operand.
+struct TileOperand {
+    const float* data;
+    std::int64_t row_stride;
+    std::int64_t block_stride;
+};
+
+// Dot products of `Rows` rows of x with `Cols` rows of W, `count` elements each, in the
+// 16-lane order of dot_reference: y[r * y_stride + c].
+using DotTile = void (*)(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride);
+
+// Elementwise end of a linear layer for `count` outputs of one row:
+// y = residual + gelu(dots + bias), each part optional (null pointer, gelu false). `residual`
+// may equal `y`, but `dots` must not overlap `y` unless it equals it.
+using EpilogueKernel = void (*)(const float* dots, std::int64_t count, const float* bias, bool gelu,
+                                const float* residual, float* y);
+
+// Most query rows of one ScoresKernel or WeightedSumKernel call.
+inline constexpr int kAttentionRows = 4;
+
+// Attention scores of `rows` (at most kAttentionRows) query rows:
+// scores[i * scores_stride + j] = dot_reference(query + i * query_stride,
+// keys + j * key_stride, dim) for j < count.
+using ScoresKernel = void (*)(const float* query, std::int64_t query_stride, int rows, const float* keys,
+                              std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* scores,
+                              std::int64_t scores_stride);
+
+// Scales `count` scores (divided by `scale` when `divide`, else multiplied by it), adds the
+// optional per-key bias and replaces them by their softmax, as softmax_row_reference.
+using SoftmaxKernel = void (*)(float* scores, std::int64_t count, float scale, bool divide, const float* bias);
+
+// out[i * out_stride + d] = sum over j < count of p[i * p_stride + j] * v[j * v_stride + d],
+// for i < rows (at most kAttentionRows) and d < dim, each sum in increasing j.
+using WeightedSumKernel = void (*)(const float* p, std::int64_t p_stride, int rows, std::int64_t count,
+                                   const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                   std::int64_t out_stride);
+
+// The f32 kernels of one CPU level: matrix-product tiles, the linear epilogue and the pieces
+// of attention.
+struct F32KernelTable {
+    quant::CpuLevel level = quant::CpuLevel::Scalar;
+    bool fused = false;  // the arithmetic family, see simd_math.hpp
+    int tile_rows = 1;
+    int tile_cols = 1;
+    DotTile tiles[kMaxTileRows][kMaxTileCols] = {};  // tiles[r - 1][c - 1] for r <= tile_rows, c <= tile_cols
+    EpilogueKernel epilogue = nullptr;
+    ScoresKernel scores = nullptr;
+    SoftmaxKernel softmax = nullptr;
+    WeightedSumKernel weighted_sum = nullptr;
+};
+
+template <class Tiles, int Rows, int Cols>
+void install_tile(F32KernelTable& table) {
+    table.tiles[Rows - 1][Cols - 1] = &Tiles::template tile<Rows, Cols>;
+}
+
+template <class Tiles, int Cols, int... Index>
+void install_tiles(F32KernelTable& table, std::integer_sequence<int, Index...>) {
+    (install_tile<Tiles, Index / Cols + 1, Index % Cols + 1>(table), ...);
+}
+
+// Fills table.tiles with Tiles::tile<r, c> for every r <= Rows and c <= Cols.
+template <class Tiles, int Rows, int Cols>
+void install_tiles(F32KernelTable& table) {
+    static_assert(Rows <= kMaxTileRows && Cols <= kMaxTileCols, "tile larger than kMaxTileRows x kMaxTileCols");
+    install_tiles<Tiles, Cols>(table, std::make_integer_sequence<int, Rows * Cols>{});
+    table.tile_rows = Rows;
+    table.tile_cols = Cols;
+}
+
+template <bool Fused>
+inline void epilogue_reference(const float* dots, std::int64_t count, const float* bias, bool gelu,
+                               const float* residual, float* y) {
+    for (std::int64_t i = 0; i < count; ++i) {
+        float value = dots[i];
+        if (bias) value = value + bias[i];
+        if (gelu) value = gelu_reference<Fused>(value);
+        if (residual) value = residual[i] + value;
+        y[i] = value;
+    }
+}
+
+template <bool Fused>
+inline void scores_reference(const float* query, std::int64_t query_stride, int rows, const float* keys,
+                             std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* scores,
+                             std::int64_t scores_stride) {
+    for (int i = 0; i < rows; ++i)
+        for (std::int64_t j = 0; j < count; ++j)
+            scores[i * scores_stride + j] = dot_reference<Fused>(query + i * query_stride, keys + j * key_stride, dim);
+}
+
+// Sums 16 double lanes in the halving order of reduce_lanes16.
+inline double reduce_double_lanes16(const double* lanes) {
+    double s1[8];
+    for (int i = 0; i < 8; ++i) s1[i] = lanes[i] + lanes[i + 8];
+    double s2[4];
+    for (int i = 0; i < 4; ++i) s2[i] = s1[i] + s1[i + 4];
+    return (s2[0] + s2[2]) + (s2[1] + s2[3]);
+}
+
+// Softmax of scaled scores: s = score / scale or score * scale (rounded, then bias added; the
+// FMA family multiplies and adds the bias in one rounding), then exp(s - max) with
+// exp_reference, summed in double in 16 lanes (score j in lane j % 16), and every value
+// multiplied by the float nearest 1 / sum. A row whose scores are all -infinity has no
+// defined softmax; it becomes NaN, as in torch.
+template <bool Fused>
+inline void softmax_row_reference(float* scores, std::int64_t count, float scale, bool divide, const float* bias) {
+    if (count <= 0) return;
+    float max_value = -INFINITY;
+    for (std::int64_t j = 0; j < count; ++j) {
+        float value;
+        if (divide) {
+            value = scores[j] / scale;
+            if (bias) value = value + bias[j];
+        } else {
+            value = bias ? multiply_add<Fused>(scores[j], scale, bias[j]) : scores[j] * scale;
+        }
+        scores[j] = value;
+        max_value = max_value > value ? max_value : value;
+    }
+    double lanes[kDotLanes] = {};
+    for (std::int64_t j = 0; j < count; ++j) {
+        const float e = exp_reference<Fused>(scores[j] - max_value);
+        scores[j] = e;
+        lanes[j % kDotLanes] += static_cast<double>(e);
+    }
+    const float inverse_sum = static_cast<float>(1.0 / reduce_double_lanes16(lanes));
+    for (std::int64_t j = 0; j < count; ++j) scores[j] *= inverse_sum;
+}
+
+template <bool Fused>
+inline void weighted_sum_reference(const float* p, std::int64_t p_stride, int rows, std::int64_t count,
+                                   const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                   std::int64_t out_stride) {
+    for (int i = 0; i < rows; ++i)
+        for (std::int64_t d = 0; d < dim; ++d) {
+            float sum = 0.0f;
+            for (std::int64_t j = 0; j < count; ++j) sum = multiply_add<Fused>(p[i * p_stride + j], v[j * v_stride + d], sum);
+            out[i * out_stride + d] = sum;
+        }
+}
+
+template <bool Fused>
+inline void install_attention_references(F32KernelTable& table) {
+    table.scores = scores_reference<Fused>;
+    table.softmax = softmax_row_reference<Fused>;
+    table.weighted_sum = weighted_sum_reference<Fused>;
+}
+
+// ----- scalar level ---------------------------------------------------------------------------
+
+struct ScalarTiles {
+    template <int Rows, int Cols>
+    static void tile(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride) {
+        for (int r = 0; r < Rows; ++r)
+            for (int c = 0; c < Cols; ++c) {
+                float lanes[kDotLanes] = {};
+                for (std::int64_t k = 0, block = 0; k < count; k += kDotLanes, ++block)
+                    accumulate_lanes<false>(x.data + r * x.row_stride + block * x.block_stride,
+                                            w.data + c * w.row_stride + block * w.block_stride,
+                                            std::min<std::int64_t>(kDotLanes, count - k), lanes);
+                y[r * y_stride + c] = reduce_lanes16(lanes);
+            }
+    }
+};
+
+inline void install_scalar_f32_kernels(F32KernelTable& table) {
+    install_tiles<ScalarTiles, 1, 1>(table);
+    table.fused = false;
+    table.epilogue = epilogue_reference<false>;
+    install_attention_references<false>(table);
+}
+
+// ----- portable SIMD level ----------------------------------------------------------------------
+
+#if BLIP_QUANT_HAS_XSIMD
+
+// The 16 lanes of each dot product live in 16 / B::size batches. Products are rounded before
+// the addition, as in dot_reference<false>.
+struct PortableTiles {
+    using Batch = xsimd::batch<float>;
+    static constexpr int kWidth = static_cast<int>(Batch::size);
+    static constexpr int kGroups = kDotLanes / kWidth;
+    static_assert(kDotLanes % kWidth == 0, "the xsimd batch width must divide 16");
+
+    // Adds one block of 16 elements; x[r] and w[c] point at the block of each row.
+    template <int Rows, int Cols>
+    static void accumulate(const float* const* x, const float* const* w, Batch (&acc)[Rows][Cols][kGroups]) {
+        for (int g = 0; g < kGroups; ++g) {
+            Batch wv[Cols];
+            for (int c = 0; c < Cols; ++c) wv[c] = Batch::load_unaligned(w[c] + g * kWidth);
+            for (int r = 0; r < Rows; ++r) {
+                const Batch xv = Batch::load_unaligned(x[r] + g * kWidth);
+                for (int c = 0; c < Cols; ++c) {
+                    const Batch product = xv * wv[c];
+                    acc[r][c][g] = acc[r][c][g] + product;
+                }
+            }
+        }
+    }
+
+    template <int Rows, int Cols>
+    static void tile(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride) {
+        Batch acc[Rows][Cols][kGroups];
+        for (auto& row : acc)
+            for (auto& cell : row)
+                for (auto& group : cell) group = Batch(0.0f);
+        const float* xp[Rows];
+        const float* wp[Cols];
+        std::int64_t k = 0;
+        std::int64_t block = 0;
+        for (; k + kDotLanes <= count; k += kDotLanes, ++block) {
+            for (int r = 0; r < Rows; ++r) xp[r] = x.data + r * x.row_stride + block * x.block_stride;
+            for (int c = 0; c < Cols; ++c) wp[c] = w.data + c * w.row_stride + block * w.block_stride;
+            accumulate<Rows, Cols>(xp, wp, acc);
+        }
+        if (k < count) {
+            // The last partial block, zero-padded to 16 elements.
+            float xpad[Rows][kDotLanes] = {};
+            float wpad[Cols][kDotLanes] = {};
+            for (int r = 0; r < Rows; ++r) {
+                const float* source = x.data + r * x.row_stride + block * x.block_stride;
+                for (std::int64_t i = 0; i < count - k; ++i) xpad[r][i] = source[i];
+                xp[r] = xpad[r];
+            }
+            for (int c = 0; c < Cols; ++c) {
+                const float* source = w.data + c * w.row_stride + block * w.block_stride;
+                for (std::int64_t i = 0; i < count - k; ++i) wpad[c][i] = source[i];
+                wp[c] = wpad[c];
+            }
+            accumulate<Rows, Cols>(xp, wp, acc);
+        }
+        for (int r = 0; r < Rows; ++r)
+            for (int c = 0; c < Cols; ++c) {
+                float lanes[kDotLanes];
+                for (int g = 0; g < kGroups; ++g) acc[r][c][g].store_unaligned(lanes + g * kWidth);
+                y[r * y_stride + c] = reduce_lanes16(lanes);
+            }
+    }
+};
+
+inline void install_portable_f32_kernels(F32KernelTable& table) {
+    install_tiles<PortableTiles, 1, 2>(table);
+    table.fused = false;
+    table.epilogue = epilogue_reference<false>;
+}
+
+#else
+
+inline void install_portable_f32_kernels(F32KernelTable&) {}
+
+#endif
+
+}  // namespace blip::kernels::detail

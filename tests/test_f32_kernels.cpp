@@ -1,0 +1,340 @@
+// The f32 kernels of every CPU level (matrix product with epilogue, attention scores, softmax,
+// weighted sum) against their scalar references, bit for bit. Also the properties the model
+// relies on: results independent of the thread count and of the number of rows in a call.
+// And the erf, GELU and exp approximations against libm.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "blip/core/parallel.hpp"
+#include "blip/kernels/attention.hpp"
+#include "blip/kernels/gemm_f32.hpp"
+#include "blip/kernels/simd_math.hpp"
+
+namespace {
+
+using blip::quant::CpuLevel;
+
+std::vector<float> random_values(std::size_t count, std::uint32_t seed, float scale = 1.0f) {
+    std::mt19937 generator(seed);
+    std::uniform_real_distribution<float> distribution(-scale, scale);
+    std::vector<float> values(count);
+    for (auto& value : values) value = distribution(generator);
+    return values;
+}
+
+bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<CpuLevel> available_levels() {
+    std::vector<CpuLevel> levels;
+    for (CpuLevel level : blip::quant::kAllCpuLevels)
+        if (blip::quant::cpu_level_available(level)) levels.push_back(level);
+    return levels;
+}
+
+// Restores the default thread count when a test case ends.
+struct ThreadCountGuard {
+    ~ThreadCountGuard() { blip::set_num_threads(0); }
+};
+
+// A product with strided x and y, and an epilogue.
+struct GemmCase {
+    std::int64_t rows, out, in;
+    std::int64_t x_stride, y_stride;
+    std::vector<float> x, w, bias, residual;
+
+    GemmCase(std::int64_t rows_, std::int64_t out_, std::int64_t in_)
+        : rows(rows_), out(out_), in(in_), x_stride(in_ + 3), y_stride(out_ + 2) {
+        x = random_values(static_cast<std::size_t>(rows * x_stride), 1);
+        w = random_values(static_cast<std::size_t>(out * in), 2);
+        bias = random_values(static_cast<std::size_t>(out), 3);
+        residual = random_values(static_cast<std::size_t>(rows * y_stride), 4);
+    }
+
+    // Runs the product at `level`; the residual, when used, is the output itself.
+    std::vector<float> run(CpuLevel level, bool gelu, bool use_residual) const {
+        std::vector<float> y = use_residual ? residual : std::vector<float>(residual.size(), -7.0f);
+        blip::kernels::Epilogue epilogue;
+        epilogue.bias = bias.data();
+        epilogue.gelu = gelu;
+        if (use_residual) {
+            epilogue.residual = y.data();
+            epilogue.residual_stride = y_stride;
+        }
+        blip::kernels::gemm_f32_at_level(level, x.data(), rows, x_stride, w.data(), out, in, y.data(), y_stride,
+                                         epilogue);
+        return y;
+    }
+
+    // The same from the scalar reference of the arithmetic family.
+    template <bool Fused>
+    std::vector<float> reference(bool gelu, bool use_residual) const {
+        std::vector<float> y = use_residual ? residual : std::vector<float>(residual.size(), -7.0f);
+        for (std::int64_t r = 0; r < rows; ++r) {
+            std::vector<float> dots(static_cast<std::size_t>(out));
+            for (std::int64_t o = 0; o < out; ++o)
+                dots[o] = blip::kernels::detail::dot_reference<Fused>(x.data() + r * x_stride, w.data() + o * in, in);
+            float* row = y.data() + r * y_stride;
+            blip::kernels::detail::epilogue_reference<Fused>(dots.data(), out, bias.data(), gelu,
+                                                             use_residual ? row : nullptr, row);
+        }
+        return y;
+    }
+
+    double max_error_against_double(const std::vector<float>& y) const {
+        double worst = 0;
+        for (std::int64_t r = 0; r < rows; ++r)
+            for (std::int64_t o = 0; o < out; ++o) {
+                double sum = bias[o];
+                for (std::int64_t i = 0; i < in; ++i)
+                    sum += static_cast<double>(x[r * x_stride + i]) * static_cast<double>(w[o * in + i]);
+                const double error = std::abs(sum - y[r * y_stride + o]);
+                if (!(error <= worst)) worst = error;
+            }
+        return worst;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("gemm_f32 levels equal their scalar reference") {
+    // Shapes cover partial tiles, k tails of every length class, and the packed path (8 or
+    // more rows of 1024 or more elements).
+    const std::int64_t shapes[][3] = {{1, 1, 1},  {1, 7, 15},  {2, 13, 16},  {3, 5, 17},   {5, 31, 48},
+                                      {7, 6, 33}, {17, 40, 100}, {9, 11, 1040}, {26, 300, 64}};
+    for (const auto& shape : shapes) {
+        const GemmCase problem(shape[0], shape[1], shape[2]);
+        CAPTURE(problem.rows);
+        CAPTURE(problem.out);
+        CAPTURE(problem.in);
+        for (bool gelu : {false, true})
+            for (bool residual : {false, true}) {
+                CAPTURE(gelu);
+                CAPTURE(residual);
+                const auto fused = problem.reference<true>(gelu, residual);
+                const auto unfused = problem.reference<false>(gelu, residual);
+                for (CpuLevel level : available_levels()) {
+                    CAPTURE(blip::quant::cpu_level_name(level));
+                    const auto y = problem.run(level, gelu, residual);
+                    CHECK(bit_identical(y, blip::kernels::f32_level_is_fused(level) ? fused : unfused));
+                }
+            }
+    }
+}
+
+TEST_CASE("gemm_f32 matches double reference") {
+    const GemmCase problem(19, 70, 777);
+    for (CpuLevel level : available_levels()) {
+        CAPTURE(blip::quant::cpu_level_name(level));
+        const auto y = problem.run(level, false, false);
+        CHECK(problem.max_error_against_double(y) < 2e-5);
+    }
+}
+
+TEST_CASE("gemm_f32 rows do not depend on the row count") {
+    // Greedy decoding runs one row, beam search three, the vision encoder 577: each row must
+    // give the same bits in every case, packed path included.
+    const GemmCase problem(40, 50, 1100);
+    for (CpuLevel level : available_levels()) {
+        CAPTURE(blip::quant::cpu_level_name(level));
+        const auto all = problem.run(level, true, false);
+        for (std::int64_t first : {0, 3, 37})
+            for (std::int64_t count : {1, 3, 8}) {
+                if (first + count > problem.rows) continue;
+                CAPTURE(first);
+                CAPTURE(count);
+                std::vector<float> part(static_cast<std::size_t>(count * problem.y_stride));
+                blip::kernels::Epilogue epilogue;
+                epilogue.bias = problem.bias.data();
+                epilogue.gelu = true;
+                blip::kernels::gemm_f32_at_level(level, problem.x.data() + first * problem.x_stride, count,
+                                                 problem.x_stride, problem.w.data(), problem.out, problem.in,
+                                                 part.data(), problem.y_stride, epilogue);
+                bool same = true;
+                for (std::int64_t r = 0; r < count; ++r)
+                    for (std::int64_t o = 0; o < problem.out; ++o)
+                        same = same && std::memcmp(&part[r * problem.y_stride + o],
+                                                   &all[(first + r) * problem.y_stride + o], sizeof(float)) == 0;
+                CHECK(same);
+            }
+    }
+}
+
+TEST_CASE("gemm_f32 is bit-identical for 1, 2 and 3 threads") {
+    ThreadCountGuard guard;
+    const GemmCase problem(100, 700, 256);
+    REQUIRE(problem.rows * problem.out * problem.in >= 3 * blip::kMinWorkPerThread);
+    std::vector<float> results[3];
+    for (int threads : {1, 2, 3}) {
+        blip::set_num_threads(threads);
+        results[threads - 1] = problem.run(blip::quant::active_cpu_level(), true, true);
+    }
+    CHECK(bit_identical(results[0], results[1]));
+    CHECK(bit_identical(results[0], results[2]));
+}
+
+TEST_CASE("gemm_f32_at_level rejects a missing level") {
+    if (blip::quant::max_cpu_level() == CpuLevel::Avx512Vnni) return;  // every level exists here
+    const std::vector<float> x(16, 1.0f), w(16, 1.0f);
+    std::vector<float> y(1);
+    CHECK_THROWS_AS(blip::kernels::gemm_f32_at_level(CpuLevel::Avx512Vnni, x.data(), 1, 16, w.data(), 1, 16, y.data(),
+                                                     1),
+                    blip::Error);
+}
+
+TEST_CASE("erf and gelu approximations match libm") {
+    double worst_erf = 0, worst_gelu = 0;
+    for (int i = -90000; i <= 90000; ++i) {
+        const float z = static_cast<float>(i) * 1e-4f;
+        for (bool fused : {false, true}) {
+            const float erf = fused ? blip::kernels::detail::erf_reference<true>(z)
+                                    : blip::kernels::detail::erf_reference<false>(z);
+            worst_erf = std::max(worst_erf, std::abs(static_cast<double>(erf) - std::erf(static_cast<double>(z))));
+            const float gelu = fused ? blip::kernels::detail::gelu_reference<true>(z)
+                                     : blip::kernels::detail::gelu_reference<false>(z);
+            const double exact = 0.5 * z * (1.0 + std::erf(static_cast<double>(z) / std::sqrt(2.0)));
+            worst_gelu = std::max(worst_gelu, std::abs(gelu - exact));
+        }
+    }
+    CHECK(worst_erf < 1.2e-7);
+    CHECK(worst_gelu < 1e-6);
+    CHECK(blip::kernels::detail::erf_reference<true>(100.0f) == 1.0f);
+    CHECK(blip::kernels::detail::erf_reference<true>(-INFINITY) == -1.0f);
+    CHECK(std::isnan(blip::kernels::detail::erf_reference<true>(NAN)));
+    CHECK(blip::kernels::detail::gelu_reference<true>(-30.0f) == 0.0f);
+}
+
+TEST_CASE("exp approximation matches libm") {
+    double worst_ulps = 0;
+    for (int i = 0; i <= 200000; ++i) {
+        const float x = -87.0f + static_cast<float>(i) * (87.0f + 88.0f) / 200000.0f;
+        const double exact = std::exp(static_cast<double>(x));
+        const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
+        for (bool fused : {false, true}) {
+            const float value = fused ? blip::kernels::detail::exp_reference<true>(x)
+                                      : blip::kernels::detail::exp_reference<false>(x);
+            worst_ulps = std::max(worst_ulps, std::abs(value - exact) / ulp);
+        }
+    }
+    CHECK(worst_ulps <= 2.0);
+    CHECK(blip::kernels::detail::exp_reference<true>(0.0f) == 1.0f);
+    CHECK(blip::kernels::detail::exp_reference<true>(-10000.0f) == 0.0f);
+    CHECK(blip::kernels::detail::exp_reference<true>(-INFINITY) == 0.0f);
+    CHECK(std::isnan(blip::kernels::detail::exp_reference<true>(NAN)));
+    // Results below FLT_MIN are rounded once, like libm's.
+    CHECK(blip::kernels::detail::exp_reference<true>(-100.0f) == std::exp(-100.0f));
+}
+
+TEST_CASE("attention kernels of every level equal their scalar reference") {
+    const std::int64_t key_stride = 70;
+    for (std::int64_t dim : {8, 12, 64, 80}) {
+        for (std::int64_t keys : {1, 7, 16, 33, 577}) {
+            CAPTURE(dim);
+            CAPTURE(keys);
+            const auto query = random_values(static_cast<std::size_t>(dim), 5, 2.0f);
+            const auto key = random_values(static_cast<std::size_t>(keys * key_stride), 6, 2.0f);
+            auto bias = random_values(static_cast<std::size_t>(keys), 7, 3.0f);
+            bias[0] = -10000.0f;
+            const auto p = random_values(static_cast<std::size_t>(4 * keys), 8);
+            const auto value = random_values(static_cast<std::size_t>(keys * key_stride), 9);
+            for (CpuLevel level : available_levels()) {
+                CAPTURE(blip::quant::cpu_level_name(level));
+                const auto& kernels = blip::kernels::detail::f32_kernels_for_level(level);
+                const bool fused = kernels.fused;
+
+                for (int rows = 1; rows <= 4; ++rows) {
+                    CAPTURE(rows);
+                    // Query rows taken from the key rows, so the query stride is key_stride.
+                    std::vector<float> many(static_cast<std::size_t>(rows * keys)), expected(many.size());
+                    kernels.scores(key.data(), key_stride, rows, key.data(), key_stride, keys, dim, many.data(), keys);
+                    if (fused)
+                        blip::kernels::detail::scores_reference<true>(key.data(), key_stride, rows, key.data(),
+                                                                      key_stride, keys, dim, expected.data(), keys);
+                    else
+                        blip::kernels::detail::scores_reference<false>(key.data(), key_stride, rows, key.data(),
+                                                                       key_stride, keys, dim, expected.data(), keys);
+                    CHECK(bit_identical(many, expected));
+                }
+                std::vector<float> scores(static_cast<std::size_t>(keys));
+                kernels.scores(query.data(), dim, 1, key.data(), key_stride, keys, dim, scores.data(), keys);
+
+                for (bool divide : {false, true})
+                    for (bool with_bias : {false, true}) {
+                        CAPTURE(divide);
+                        CAPTURE(with_bias);
+                        std::vector<float> row = scores, reference = scores;
+                        const float* b = with_bias ? bias.data() : nullptr;
+                        kernels.softmax(row.data(), keys, 0.125f, divide, b);
+                        if (fused)
+                            blip::kernels::detail::softmax_row_reference<true>(reference.data(), keys, 0.125f, divide, b);
+                        else
+                            blip::kernels::detail::softmax_row_reference<false>(reference.data(), keys, 0.125f, divide,
+                                                                                b);
+                        CHECK(bit_identical(row, reference));
+                    }
+
+                for (int rows = 1; rows <= 4; ++rows) {
+                    CAPTURE(rows);
+                    const std::int64_t out_stride = dim + 3;
+                    std::vector<float> out(static_cast<std::size_t>(rows * out_stride), -1.0f), reference = out;
+                    kernels.weighted_sum(p.data(), keys, rows, keys, value.data(), key_stride, dim, out.data(),
+                                         out_stride);
+                    if (fused)
+                        blip::kernels::detail::weighted_sum_reference<true>(p.data(), keys, rows, keys, value.data(),
+                                                                            key_stride, dim, reference.data(),
+                                                                            out_stride);
+                    else
+                        blip::kernels::detail::weighted_sum_reference<false>(p.data(), keys, rows, keys, value.data(),
+                                                                             key_stride, dim, reference.data(),
+                                                                             out_stride);
+                    CHECK(bit_identical(out, reference));
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("attention rows do not depend on the other query rows") {
+    // Each query row alone (as one decoding step computes it) against all rows in one call.
+    const std::int64_t heads = 3, dim = 64, queries = 21, keys = 40, stride = heads * dim;
+    const auto query = random_values(static_cast<std::size_t>(queries * stride), 11, 2.0f);
+    const auto key = random_values(static_cast<std::size_t>(keys * stride), 12, 2.0f);
+    const auto value = random_values(static_cast<std::size_t>(keys * stride), 13);
+    for (bool causal : {false, true}) {
+        CAPTURE(causal);
+        blip::kernels::AttentionArgs args;
+        args.query = query.data();
+        args.query_rows = queries;
+        args.query_stride = stride;
+        args.key = key.data();
+        args.value = value.data();
+        args.key_rows = keys;
+        args.key_stride = args.value_stride = stride;
+        args.heads = heads;
+        args.head_dim = dim;
+        args.causal_offset = causal ? keys - queries : -1;
+        std::vector<float> all(static_cast<std::size_t>(queries * stride));
+        args.output = all.data();
+        args.output_stride = stride;
+        blip::kernels::attention(args);
+        bool same = true;
+        for (std::int64_t i = 0; i < queries; ++i) {
+            blip::kernels::AttentionArgs one = args;
+            one.query = query.data() + i * stride;
+            one.query_rows = 1;
+            one.key_rows = causal ? keys - queries + i + 1 : keys;
+            one.causal_offset = causal ? one.key_rows - 1 : -1;
+            std::vector<float> row(static_cast<std::size_t>(stride));
+            one.output = row.data();
+            blip::kernels::attention(one);
+            same = same && std::memcmp(row.data(), all.data() + i * stride, row.size() * sizeof(float)) == 0;
+        }
+        CHECK(same);
+    }
+}
