@@ -561,3 +561,36 @@ TEST_CASE("text linear rows independent of batch") {
         }
     }
 }
+
+TEST_CASE("gemm bits independent of thread count") {
+    // Large enough for blip::threads_for_work to give each of 3 threads work: the product of a
+    // vocabulary-sized weight with 4 rows, as the language model head of beam search runs it.
+    ThreadCountGuard guard;
+    const std::int64_t out = 4000;
+    const std::int64_t in = 768;
+    const std::int64_t rows = 4;
+    REQUIRE(blip::threads_for_work(rows * out * in) >= std::min(3, blip::num_threads()));
+    std::mt19937 generator(11);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> weights(static_cast<std::size_t>(out * in));
+    for (float& w : weights) w = normal(generator);
+    std::vector<float> x(static_cast<std::size_t>(rows * in));
+    for (float& v : x) v = normal(generator);
+    for (blip::DType type : {blip::DType::F32, blip::DType::F16, blip::DType::Q8_0}) {
+        const std::string type_name(blip::dtype_name(type));
+        CAPTURE(type_name);
+        const auto packed = type == blip::DType::F32
+                                ? std::vector<std::uint8_t>(reinterpret_cast<const std::uint8_t*>(weights.data()),
+                                                            reinterpret_cast<const std::uint8_t*>(weights.data() + weights.size()))
+                                : blip::quant::quantize_rows(type, weights.data(), out, in);
+        std::vector<std::vector<float>> results;
+        for (int threads : {1, 2, 3}) {
+            blip::set_num_threads(threads);
+            std::vector<float> y(static_cast<std::size_t>(rows * out));
+            blip::quant::gemm(type, packed.data(), out, in, x.data(), rows, y.data());
+            results.push_back(std::move(y));
+        }
+        CHECK(std::memcmp(results[1].data(), results[0].data(), results[0].size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(results[2].data(), results[0].data(), results[0].size() * sizeof(float)) == 0);
+    }
+}
