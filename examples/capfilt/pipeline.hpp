@@ -24,6 +24,10 @@
 #include "files.hpp"
 #include "progress.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace capfilt {
 
 // A blocking queue with a maximum size; close() wakes every waiting thread.
@@ -167,8 +171,14 @@ private:
         std::size_t remaining = 0;
     };
 
+    // Runs a stage's loop on its own thread. Each stage thread keeps to one core: OpenMP
+    // regions that the library opens without a thread count (image resizing) get one thread
+    // there instead of a team per stage thread that would compete for the same cores.
     template <class Body>
     void guarded(Body&& body) {
+#ifdef _OPENMP
+        omp_set_num_threads(1);
+#endif
         try {
             body();
         } catch (...) {
