@@ -1,12 +1,13 @@
-// BLIP in WebAssembly: load a model file from bytes, then caption images.
+// BLIP in WebAssembly: load a model file from bytes, then caption images, answer
+// questions about them (VQA models) or score texts against them (ITM models).
 //
 //   import { Blip } from './blip.mjs';
 //   const model = await Blip.load(await file.arrayBuffer());
 //   const { text } = await model.caption(imageData, { maxLength: 30, onToken: (t) => show(t.text) });
 //
 // Every call runs synchronously on the calling thread, so a page should use this module
-// from a Web Worker (see blip-worker.mjs). It runs in browsers, workers and Node 18 or
-// later. Failures reject with a BlipError that carries the library's message.
+// from a Web Worker (see blip-client.mjs). It runs in browsers, workers and Node (tested
+// with Node 20). Failures reject with a BlipError that carries the library's message.
 
 import createBlipCore from './blip-core.mjs';
 
@@ -24,7 +25,6 @@ const isNode = typeof process === 'object' && typeof process.versions?.node === 
 // silently fall back to its default. Generation options beyond maxLength and minLength
 // (numBeams, doSample, ...) are accepted when the library of this build has them; see
 // buildInfo().generationOptions.
-const GENERATION_OPTIONS = ['maxLength', 'minLength'];
 const NEWER_GENERATION_OPTIONS = new Set([
   'numBeams', 'lengthPenalty', 'repetitionPenalty', 'noRepeatNgramSize', 'doSample', 'temperature', 'topK', 'topP', 'seed',
 ]);
@@ -115,7 +115,7 @@ function checkOptions(options, operation, generationOptions) {
   }
 }
 
-function modelBytes(source) {
+function byteView(source) {
   if (source instanceof ArrayBuffer) return new Uint8Array(source);
   if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
   return null;
@@ -130,7 +130,7 @@ function isBlob(value) {
 async function imageInput(image) {
   if (image == null) throw new BlipError('image is missing');
   if (isBlob(image)) return { bytes: new Uint8Array(await image.arrayBuffer()), name: image.name || '<blob>' };
-  const bytes = modelBytes(image);
+  const bytes = byteView(image);
   if (bytes) return { bytes, name: '<image bytes>' };
   if (typeof image.width === 'number' && typeof image.height === 'number' && ArrayBuffer.isView(image.data)) {
     // ImageData, or an object shaped like it: RGBA (or RGB) rows without padding. The
@@ -336,7 +336,7 @@ export const Blip = {
   async load(source, { name, onProgress, wasmUrl } = {}) {
     onProgress?.({ stage: 'runtime' });
     const core = await loadCore({ wasmUrl });
-    let bytes = modelBytes(source);
+    let bytes = byteView(source);
     if (!bytes && isBlob(source)) {
       onProgress?.({ stage: 'read' });
       bytes = new Uint8Array(await source.arrayBuffer());
