@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building and testing need, skipping those present.
 # Usage: scripts/install-deps.sh [--wasm] [--browser]
-#   --wasm     also install Emscripten and Node.js for the WebAssembly build
+#   --wasm     also install Emscripten and Node.js for the WebAssembly build and Node tests
 #   --browser  also install Chromium for the browser test
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libeigen3-dev libxsimd-dev libstb-dev libomp-dev doctest-dev nlohmann-json3-dev)
 for arg in "$@"; do
   case "$arg" in
-    --wasm) packages+=(emscripten nodejs npm) ;;
+    --wasm)
+      packages+=(emscripten)
+      # A Node.js from another source (for example NodeSource) bundles npm and conflicts
+      # with Debian's npm package, so install Node.js and npm only when missing.
+      command -v node >/dev/null || packages+=(nodejs)
+      command -v npm >/dev/null || packages+=(npm)
+      ;;
     --browser) packages+=(chromium) ;;
     *) echo "install-deps.sh: unknown option $arg (expected --wasm or --browser)" >&2; exit 2 ;;
   esac

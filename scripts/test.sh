@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the library's tools and tests in Release mode and runs every test; then builds
-# the bad-input tests with AddressSanitizer and UndefinedBehaviorSanitizer and runs them.
+# Builds the library's tools and tests in Release mode and runs every test; builds the
+# WebAssembly module and runs its Node and browser tests; then builds the bad-input tests
+# with AddressSanitizer and UndefinedBehaviorSanitizer and runs them.
 # Reference data is read from ../shared/golden or $BLIP_GOLDEN_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,14 @@ cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
 
+# WebAssembly build, its Node tests and the web page in headless Chromium.
+scripts/install-deps.sh --wasm --browser
+wasm/build.sh build/wasm
+(cd tests/wasm && npm ci --no-audit --no-fund)
+BLIP_WASM_BUILD=build/wasm BLIP_NATIVE_BUILD=build/release npm --prefix tests/wasm test
+
 # Sanitizer build: only the suites that feed bad input to the parsers and decoders.
-sanitized_tests="test_gguf|test_image|test_checkpoint|test_convert|test_bad_input"
+sanitized_tests="test_gguf|test_image|test_checkpoint|test_convert|test_convert_layouts"
 cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLIP_SANITIZE=ON
 targets=$(ls tests/ | sed -n 's/^\(test_[a-z0-9_]*\)\.cpp$/\1/p' | grep -E "^(${sanitized_tests})$" || true)
 for target in $targets; do
