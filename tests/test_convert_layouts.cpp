@@ -301,6 +301,7 @@ TEST_CASE("captioner from every layout matches golden") {
             CHECK(embeds == reference.vision_model.forward(pixels));
             const auto golden_embeds = blip_test::read_npy(blip_test::golden_dir() / "expected" / "tiny-caption" /
                                                            (image + ".image_embeds.npy"));
+            REQUIRE(embeds.size() == golden_embeds.size());
             CHECK(blip_test::max_abs_diff(embeds, golden_embeds) < 1e-4);
             blip::GenerationConfig greedy;
             greedy.max_length = 40;
@@ -320,16 +321,22 @@ TEST_CASE("vqa and itm from original pth match golden") {
     blip::BlipTextModel question_encoder;
     vqa_vision.load(*vqa_file, "vision_model", vqa_config.vision);
     question_encoder.load(*vqa_file, "text_encoder", vqa_config.text);
-    for (const auto& item : blip_test::read_json(blip_test::golden_dir() / "expected" / "tiny-vqa.json")["cases"]) {
+    const auto vqa_cases = blip_test::read_json(blip_test::golden_dir() / "expected" / "tiny-vqa.json")["cases"];
+    std::set<std::string> images_seen;
+    for (const auto& item : vqa_cases) {
+        // question_embeds.npy belongs to the image's first question.
         const std::string image = item["image"];
+        if (!images_seen.insert(image).second) continue;
         CAPTURE(image);
         const std::vector<float> embeds = vqa_vision.forward(golden_pixels(image));
         const std::vector<float> question = question_encoder.encode(
             item["input_ids"].get<std::vector<std::int32_t>>(), {}, 1, embeds.data(), vqa_vision.num_tokens());
         const auto expected = blip_test::read_npy(blip_test::golden_dir() / "expected" / "tiny-vqa" /
                                                   (image + ".question_embeds.npy"));
+        REQUIRE(question.size() == expected.size());
         CHECK(blip_test::max_abs_diff(question, expected) < 1e-4);
     }
+    CHECK(images_seen.size() == 3);
 
     convert_file(model_dir("tiny-itm-original.pth"), dir / "itm.gguf", (model_dir("tiny-itm") / "config.json").string());
     const auto itm_file = blip::gguf::File::open((dir / "itm.gguf").string());
@@ -341,7 +348,8 @@ TEST_CASE("vqa and itm from original pth match golden") {
     text_encoder.load(*itm_file, "text_encoder", itm_config.text);
     vision_proj.load(*itm_file, "vision_proj", itm_config.image_text_hidden_size, itm_config.vision.hidden_size);
     itm_head.load(*itm_file, "itm_head", 2, itm_config.text.hidden_size);
-    for (const auto& item : blip_test::read_json(blip_test::golden_dir() / "expected" / "tiny-itm.json")["cases"]) {
+    const auto itm_cases = blip_test::read_json(blip_test::golden_dir() / "expected" / "tiny-itm.json")["cases"];
+    for (const auto& item : itm_cases) {
         const std::string image = item["image"];
         CAPTURE(image);
         const std::vector<float> embeds = itm_vision.forward(golden_pixels(image));
@@ -354,6 +362,7 @@ TEST_CASE("vqa and itm from original pth match golden") {
         for (float& value : feature) value = static_cast<float>(value / std::sqrt(norm));
         const auto expected_feature = blip_test::read_npy(blip_test::golden_dir() / "expected" / "tiny-itm" /
                                                           (image + ".image_feat.npy"));
+        REQUIRE(feature.size() == expected_feature.size());
         CHECK(blip_test::max_abs_diff(feature, expected_feature) < 1e-4);
 
         // itm_logits_unpadded: itm_head on the image-grounded encoding's first token.
