@@ -1,7 +1,7 @@
-// blip-capfilt on the tiny golden models, run in process: its records, sources and scores
-// equal what the library's caption and ITM calls give for the same images, texts and seeds;
-// the output does not depend on the thread count; broken inputs are recorded; a stopped
-// run resumes to the same bytes; shards merge to the single-run output; WebDataset shards
+// blip-capfilt on the tiny golden models, run in process. Its records, sources and scores
+// equal what the library's caption and ITM calls give for the same images, texts and seeds.
+// The output does not depend on the thread count, broken inputs are recorded, a stopped run
+// resumes to the same bytes, shards merge to the single-run output, and WebDataset shards
 // are mirrored.
 #include <doctest/doctest.h>
 
@@ -249,7 +249,7 @@ TEST_CASE("capfilt records equal library calls") {
     }
     CHECK(checked == good.size());
 
-    // The long web text is cut to 35 tokens before scoring, and the record says so.
+    // The long web text is cut to 35 tokens before scoring, and the record marks it.
     const Json& longest = records.back().at("kept").empty() || records.back().at("kept")[0].at("source") != "web"
                               ? records.back().at("dropped")[0]
                               : records.back().at("kept")[0];

@@ -1,5 +1,5 @@
-// CapFilt for one image, as BLIP bootstraps its pre-training data: the captioner writes
-// synthetic captions, the filter's image-text matching (ITM) head scores the web text and
+// CapFilt for one image, as BLIP bootstraps its pre-training data. The captioner writes
+// synthetic captions. The filter's image-text matching (ITM) head scores the web text and
 // every synthetic caption against the image, and each text whose match probability reaches
 // the threshold is kept.
 #pragma once
@@ -31,7 +31,7 @@ struct ScoredText {
     bool kept = false;
 };
 
-// What CapFilt gives for one image: the web text first (when there is one), then the
+// CapFilt's result for one image: the web text first (when there is one), then the
 // synthetic captions in the order the captioner returned them. `error` is set instead when
 // the image could not be read, decoded or processed.
 struct ImageResult {

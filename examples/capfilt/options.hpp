@@ -350,6 +350,7 @@ inline Options parse_options(int argc, char** argv) {
             options.inputs.push_back(arg);
         }
     }
+
     if (options.captioner.empty()) throw blip_cli::UsageError("no captioner given: pass -c CAPTIONER.gguf (see --help)");
     if (options.filter.empty()) throw blip_cli::UsageError("no filter given: pass -f FILTER.gguf (see --help)");
     if (options.output.empty()) throw blip_cli::UsageError("no output given: pass -o OUTPUT (see --help)");

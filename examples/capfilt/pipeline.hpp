@@ -1,7 +1,7 @@
-// The processing pipeline: one reader thread turns work units (list chunks or tar shards)
-// into items, decoding threads read and decode their images and preprocess them for both
-// models, and inference threads run CapFilt, one image per thread at a time. Queues between
-// the stages are bounded, so reading and decoding stay a fixed number of images ahead of
+// The processing pipeline. One reader thread turns work units (list chunks or tar shards)
+// into items. Decoding threads read and decode their images and preprocess them for both
+// models. Inference threads run CapFilt, one image per thread at a time. Queues between the
+// stages are bounded, so reading and decoding stay a fixed number of images ahead of
 // inference. When the last item of a unit is done, the thread that finished it hands the
 // unit's results to a callback, which writes them out; units may finish out of order.
 #pragma once
@@ -83,7 +83,7 @@ private:
     std::condition_variable not_full_;
 };
 
-// Where an item's image bytes are: a file, or a member of a tar file.
+// Location of an item's image bytes: a file, or a member of a tar file.
 struct ImageLocation {
     std::string path;        // file to read
     std::string name;        // name in error messages

@@ -30,7 +30,7 @@ struct KernelThreadsGuard {
 // blip_cli::UsageError.
 inline int run_capfilt(const Options& options) {
     // Each inference thread runs one image on one core, which keeps every core busy with
-    // the small matrix products of decoding; the kernels give the same bits on any thread.
+    // the small matrix products of decoding. The kernels give the same bits on any thread.
     KernelThreadsGuard kernel_threads;
     const CapfiltModels models(options.captioner, options.filter, options.settings());
     const blip::GenerationConfig& generation = models.settings().generation;

@@ -1,8 +1,8 @@
 // A run over a list input (JSON Lines, CSV, TSV), resumable chunk by chunk.
 //
 // Layout on disk for `-o OUT.jsonl` (work folder OUT.jsonl.work unless --work-dir):
-//   OUT.jsonl.work/run.json              the job: input and model fingerprints, settings,
-//                                        chunk size and shard; a rerun must match it
+//   OUT.jsonl.work/run.json              the job (input and model fingerprints, settings,
+//                                        chunk size and shard), which a rerun must match
 //   OUT.jsonl.work/lock                  held (flock) while a process works on the job
 //   OUT.jsonl.work/chunk-NNNNNNNNN.json  counts of a finished chunk, written first
 //   OUT.jsonl.work/chunk-NNNNNNNNN.jsonl its records, written last: its presence marks

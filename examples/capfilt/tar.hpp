@@ -4,7 +4,8 @@
 // checksum, each numeric field's digits, and that each member's data lies inside the file.
 // It understands pax extended headers ('x': path and size; 'g' is skipped) and GNU long
 // names ('L'), which Python's tarfile and GNU tar write for names over 100 bytes. A damaged
-// header stops the listing; the members before it stay usable and the error says where.
+// header stops the listing. The members before it stay usable, and the error names the
+// byte offset of the damage.
 //
 // The writer produces deterministic archives (mtime 0, uid and gid 0, mode 0644, no user
 // names), uses the ustar prefix field or a pax header for long names, and pads the archive

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fan blip-capfilt out over a Dask distributed LocalCluster on loopback, one task per
-shard (--shard I/N), kill the worker that runs one task in the middle of its run, let Dask
-retry the task on a restarted worker, and merge the parts: the merged output must equal a
-single-process run, byte for byte.
+shard (--shard I/N). The worker that runs one task is killed in the middle of its run, and
+Dask retries the task on a restarted worker. The merged parts must equal a single-process
+run, byte for byte.
 
 Usage: dask_shards.py BLIP_CAPFILT BLIP_CONVERT GOLDEN_DIR SCRATCH_DIR
 Needs Debian's python3-distributed; exits with 77 (skipped) without it.
