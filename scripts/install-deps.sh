@@ -3,6 +3,7 @@
 # Usage: scripts/install-deps.sh [--wasm] [--browser]
 #   --wasm     also install Emscripten and Node.js for the WebAssembly build and Node tests
 #   --browser  also install Chromium for the browser test
+#   --tests    also install Python's Dask (python3-distributed) for the sharding test
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libeigen3-dev libxsimd-dev libstb-dev libomp-dev doctest-dev nlohmann-json3-dev)
@@ -16,7 +17,8 @@ for arg in "$@"; do
       command -v npm >/dev/null || packages+=(npm)
       ;;
     --browser) packages+=(chromium) ;;
-    *) echo "install-deps.sh: unknown option $arg (expected --wasm or --browser)" >&2; exit 2 ;;
+    --tests) packages+=(python3 python3-distributed) ;;
+    *) echo "install-deps.sh: unknown option $arg (expected --wasm, --browser or --tests)" >&2; exit 2 ;;
   esac
 done
 

@@ -7,16 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=$(nproc 2>/dev/null || echo 2)
-scripts/install-deps.sh
+scripts/install-deps.sh --wasm --browser --tests
+(cd tests/node && npm ci --no-audit --no-fund)
+(cd tests/wasm && npm ci --no-audit --no-fund)
 
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
 
 # WebAssembly build, its Node tests and the web page in headless Chromium.
-scripts/install-deps.sh --wasm --browser
 wasm/build.sh build/wasm
-(cd tests/wasm && npm ci --no-audit --no-fund)
 BLIP_WASM_BUILD=build/wasm BLIP_NATIVE_BUILD=build/release npm --prefix tests/wasm test
 
 # Sanitizer build: only the suites that feed bad input to the parsers and decoders.
