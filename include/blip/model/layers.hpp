@@ -80,6 +80,24 @@ struct Linear {
         kernels::linear(*weight, bias, out_features, in_features, x, rows, y, row_order);
     }
 
+    // y = GELU(x W^T + b), with GELU fused into the product's last pass.
+    void forward_gelu(const float* x, std::int64_t rows, float* y) const {
+        kernels::Epilogue epilogue;
+        epilogue.bias = bias;
+        epilogue.gelu = true;
+        kernels::linear(*weight, out_features, in_features, x, rows, y, epilogue);
+    }
+
+    // y += x W^T + b (a residual connection), fused into the product's last pass. `scratch`
+    // (rows * out_features floats) is used for weights other than f32.
+    void forward_add(const float* x, std::int64_t rows, float* y, float* scratch) const {
+        kernels::Epilogue epilogue;
+        epilogue.bias = bias;
+        epilogue.residual = y;
+        epilogue.residual_stride = out_features;
+        kernels::linear(*weight, out_features, in_features, x, rows, y, epilogue, scratch);
+    }
+
 private:
     static void check_weight_type(const gguf::File& file, const gguf::TensorInfo& tensor, std::int64_t in) {
         if (!kernels::linear_supports(tensor.type, in))

@@ -9,7 +9,6 @@
 #include "blip/core/error.hpp"
 #include "blip/gguf/reader.hpp"
 #include "blip/kernels/attention.hpp"
-#include "blip/kernels/gelu.hpp"
 #include "blip/model/config.hpp"
 #include "blip/model/layers.hpp"
 
@@ -20,7 +19,7 @@ struct VisionWorkspace {
     std::vector<float> normed;     // [tokens, hidden]
     std::vector<float> qkv;        // [tokens, 3 * hidden]
     std::vector<float> context;    // [tokens, hidden]
-    std::vector<float> projected;  // [tokens, hidden]
+    std::vector<float> projected;  // [tokens, hidden]: products of non-f32 weights before the residual add
     std::vector<float> mlp;        // [tokens, intermediate]
     std::vector<float> scratch;    // attention scores
 
@@ -96,8 +95,8 @@ struct BlipAttention {
         head_dim = vision.head_dim();
     }
 
-    // Attends over all `tokens` rows of `x`, writing the projected result to `out`.
-    void forward(const float* x, std::int64_t tokens, float* out, VisionWorkspace& work) const {
+    // Attends over all `tokens` rows of `x` and adds the projected result to `residual`.
+    void add_forward(const float* x, std::int64_t tokens, float* residual, VisionWorkspace& work) const {
         const std::int64_t width = heads * head_dim;
         qkv.forward(x, tokens, work.qkv.data());
         // Each qkv row is [query | key | value], each split into heads.
@@ -114,7 +113,7 @@ struct BlipAttention {
         args.output = work.context.data();
         args.output_stride = width;
         kernels::attention(args, work.scratch.data(), static_cast<std::int64_t>(work.scratch.size()));
-        projection.forward(work.context.data(), tokens, out);
+        projection.forward_add(work.context.data(), tokens, residual, work.projected.data());
     }
 };
 
@@ -128,10 +127,10 @@ struct BlipMLP {
         fc2.load(file, prefix + ".fc2", vision.hidden_size, vision.intermediate_size);
     }
 
-    void forward(const float* x, std::int64_t tokens, float* out, VisionWorkspace& work) const {
-        fc1.forward(x, tokens, work.mlp.data());
-        kernels::gelu_inplace(work.mlp.data(), tokens * fc1.out_features);
-        fc2.forward(work.mlp.data(), tokens, out);
+    // Adds fc2(GELU(fc1(x))) to `residual`.
+    void add_forward(const float* x, std::int64_t tokens, float* residual, VisionWorkspace& work) const {
+        fc1.forward_gelu(x, tokens, work.mlp.data());
+        fc2.forward_add(work.mlp.data(), tokens, residual, work.projected.data());
     }
 };
 
@@ -151,13 +150,10 @@ struct BlipEncoderLayer {
 
     // Updates `hidden` [tokens, hidden_size] in place.
     void forward(float* hidden, std::int64_t tokens, VisionWorkspace& work) const {
-        const std::int64_t count = tokens * layer_norm1.width;
         layer_norm1.forward(hidden, tokens, work.normed.data());
-        self_attn.forward(work.normed.data(), tokens, work.projected.data(), work);
-        detail::add_inplace(hidden, work.projected.data(), count);
+        self_attn.add_forward(work.normed.data(), tokens, hidden, work);
         layer_norm2.forward(hidden, tokens, work.normed.data());
-        mlp.forward(work.normed.data(), tokens, work.projected.data(), work);
-        detail::add_inplace(hidden, work.projected.data(), count);
+        mlp.add_forward(work.normed.data(), tokens, hidden, work);
     }
 };
 
