@@ -24,6 +24,7 @@
 #include <blip/quant/cpu.hpp>
 #include <blip/quant/dot_baseline.hpp>
 #include <blip/quant/dot_scalar.hpp>
+#include <blip/quant/gemm_block32_vnni.hpp>
 #include <blip/quant/kernels.hpp>
 #include <blip/quant/operands.hpp>
 #include <blip/quant/quantize.hpp>
@@ -314,6 +315,13 @@ inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weig
         parallel_for(
             rows, [&](std::int64_t r, int) { quantize_activation_row(k, family, x, in_features, r, act); }, threads);
     }
+#if BLIP_QUANT_X86
+    if (family == WeightFamily::Block32 && k.level == CpuLevel::Avx512Vnni && rows >= kVnniMinRows) {
+        vnni::gemm_block32(k, type, weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y,
+                           threads);
+        return;
+    }
+#endif
     parallel_for(
         tiles,
         [&](std::int64_t t, int) {

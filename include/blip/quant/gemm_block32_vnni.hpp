@@ -1,0 +1,271 @@
+// Matrix product of many activation rows (the vision encoder's 577 tokens) with q8_0, q4_0 or
+// q4_1 weights on AVX-512 VNNI, called by quant::gemm.
+//
+// The per-row kernels (dot_avx_body.hpp) reduce each 32-element block across register lanes.
+// Here 16 weight rows are packed so that one VPDPBUSD lane accumulates a whole block of one
+// weight row. In step i, the lane of weight row c receives elements 4i..4i+3 of the block, and
+// the activation's 4 bytes are broadcast to all lanes. No horizontal sums remain.
+//
+// VPDPBUSD multiplies unsigned by signed bytes, so activations enter as q + 128 (in 1..255)
+// and each block's dot product is corrected by 128 * (sum of the weights' q), an exact integer.
+// The float combination then repeats accumulate_block32 exactly: per block the float
+// scale = w.scale * x.d, the exact double product with the integer dot (and the q4_1 min
+// term) added to double lane b % 8, and the lanes summed by reduce_lanes. So every output has
+// the bits of the per-row kernels and of the scalar reference, whatever the row count.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <blip/core/dtype.hpp>
+#include <blip/core/parallel.hpp>
+#include <blip/quant/blocks.hpp>
+#include <blip/quant/cpu.hpp>
+#include <blip/quant/kernels.hpp>
+#include <blip/quant/operands.hpp>
+
+#if BLIP_QUANT_X86
+#include <immintrin.h>
+#endif
+
+namespace blip::quant::detail {
+
+// Calls with at least this many activation rows use the packed VNNI product. Fewer rows
+// (decoding steps) read each weight once, so packing would only add work.
+inline constexpr std::int64_t kVnniMinRows = 8;
+
+#if BLIP_QUANT_X86
+
+namespace vnni {
+
+#define BLIP_QUANT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+inline constexpr std::int64_t kPanelCols = 16;         // weight rows per packed panel, one per int32 lane
+inline constexpr int kTileRows = 8;                    // activation rows per integer tile
+inline constexpr std::int64_t kBlockBytes = 256 * 1024;  // packed bytes of the panels one task keeps
+inline constexpr std::int64_t kMaxRowChunk = 192;      // activation rows per task, at most
+
+// Bytes of one packed panel per 32-element block: the weights' q as 8 steps of 16 rows x 4
+// bytes, then per row the int32 correction 128 * sum(q), the float scale and the float min.
+inline constexpr std::int64_t kPanelBlockBytes = 8 * 64 + 3 * 64;
+
+struct PanelView {
+    const std::int8_t* q;         // [blocks][8][16][4]
+    const std::int32_t* offset;   // [blocks][16]: 128 * sum of the block's q
+    const float* scale;           // [blocks][16]
+    const float* min;             // [blocks][16], or nullptr when the type has no min
+};
+
+inline PanelView panel_view(const std::uint8_t* panel, std::int64_t blocks, bool has_min) {
+    PanelView view;
+    view.q = reinterpret_cast<const std::int8_t*>(panel);
+    view.offset = reinterpret_cast<const std::int32_t*>(panel + blocks * 512);
+    view.scale = reinterpret_cast<const float*>(panel + blocks * 576);
+    view.min = has_min ? reinterpret_cast<const float*>(panel + blocks * 640) : nullptr;
+    return view;
+}
+
+// Per-thread buffers: packed panels, one decoded weight row, integer dots of one tile.
+struct ThreadBuffers {
+    std::vector<std::uint8_t> panels;
+    std::vector<std::int8_t> row_q;
+    std::vector<float> row_scale;
+    std::vector<float> row_min;
+    std::vector<std::int32_t> dots;
+};
+
+inline ThreadBuffers& thread_buffers() {
+    static thread_local ThreadBuffers buffers;
+    return buffers;
+}
+
+// Activations as unsigned bytes q + 128, shared by the workers of one call.
+inline std::vector<std::uint8_t>& unsigned_activations() {
+    static thread_local std::vector<std::uint8_t> bytes;
+    return bytes;
+}
+
+// Decodes weight rows [first, first + count) (count <= 16) and packs them into one panel;
+// missing rows of a partial panel are zero.
+inline void pack_panel(const KernelTable& k, DType type, const std::uint8_t* weights, std::size_t stride,
+                       std::int64_t first, std::int64_t count, std::int64_t blocks, ThreadBuffers& buffers,
+                       std::uint8_t* panel) {
+    const std::int64_t in_features = blocks * kActBlock32;
+    std::memset(panel, 0, static_cast<std::size_t>(blocks * kPanelBlockBytes));
+    auto* q = reinterpret_cast<std::int8_t*>(panel);
+    auto* offset = reinterpret_cast<std::int32_t*>(panel + blocks * 512);
+    auto* scale = reinterpret_cast<float*>(panel + blocks * 576);
+    auto* min = reinterpret_cast<float*>(panel + blocks * 640);
+    buffers.row_q.resize(static_cast<std::size_t>(in_features));
+    buffers.row_scale.resize(static_cast<std::size_t>(blocks));
+    buffers.row_min.resize(static_cast<std::size_t>(blocks));
+    for (std::int64_t c = 0; c < count; ++c) {
+        const std::uint8_t* source = weights + static_cast<std::size_t>(first + c) * stride;
+        std::int8_t* row = buffers.row_q.data();
+        if (type == DType::Q8_0) {
+            k.decode_q8_0(reinterpret_cast<const BlockQ8_0*>(source), blocks, row, buffers.row_scale.data());
+        } else if (type == DType::Q4_0) {
+            k.decode_q4_0(reinterpret_cast<const BlockQ4_0*>(source), blocks, row, buffers.row_scale.data());
+        } else {
+            k.decode_q4_1(reinterpret_cast<const BlockQ4_1*>(source), blocks, row, buffers.row_scale.data(),
+                          buffers.row_min.data());
+        }
+        for (std::int64_t b = 0; b < blocks; ++b) {
+            const std::int8_t* block = row + b * kActBlock32;
+            std::int32_t sum = 0;
+            for (int i = 0; i < 8; ++i) {
+                std::memcpy(q + ((b * 8 + i) * kPanelCols + c) * 4, block + 4 * i, 4);
+                for (int j = 0; j < 4; ++j) sum += block[4 * i + j];
+            }
+            offset[b * kPanelCols + c] = 128 * sum;
+            scale[b * kPanelCols + c] = buffers.row_scale[b];
+            min[b * kPanelCols + c] = type == DType::Q4_1 ? buffers.row_min[b] : 0.0f;
+        }
+    }
+}
+
+// Exact integer dot products of kTileRows activation rows (rows past `rows` repeat the last
+// one) with the 16 weight rows of a panel, per block: dots[(r * blocks + b) * 16 + c].
+BLIP_QUANT_VNNI_TARGET inline void panel_dots(const std::uint8_t* const* x, int rows, const PanelView& panel,
+                                              std::int64_t blocks, std::int32_t* dots) {
+    const std::uint8_t* xr[kTileRows];
+    for (int r = 0; r < kTileRows; ++r) xr[r] = x[r < rows ? r : rows - 1];
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        __m512i acc[kTileRows];
+        for (int r = 0; r < kTileRows; ++r) acc[r] = _mm512_setzero_si512();
+        const std::int8_t* wq = panel.q + b * 512;
+        for (int i = 0; i < 8; ++i) {
+            const __m512i w = _mm512_loadu_si512(wq + i * 64);
+            for (int r = 0; r < kTileRows; ++r) {
+                std::int32_t four;
+                std::memcpy(&four, xr[r] + b * kActBlock32 + 4 * i, 4);
+                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(four), w);
+            }
+        }
+        const __m512i offset = _mm512_loadu_si512(panel.offset + b * kPanelCols);
+        for (int r = 0; r < rows; ++r)
+            _mm512_storeu_si512(dots + (r * blocks + b) * kPanelCols, _mm512_sub_epi32(acc[r], offset));
+    }
+}
+
+// Double lanes b % 8 of the 16 weight rows of a panel (two halves of 8 rows).
+struct LaneSums {
+    __m512d lane[8][2];
+};
+
+// Adds block b's terms to lane b % 8, as accumulate_block32 does, in two halves of 8 weight
+// rows.
+template <int Lane>
+BLIP_QUANT_VNNI_TARGET inline void add_block(LaneSums& sums, const PanelView& panel, const Act32Row& x,
+                                             const std::int32_t* dots, std::int64_t b) {
+    const __m256 activation_scale = _mm256_set1_ps(x.d[b]);
+    for (int half = 0; half < 2; ++half) {
+        const std::int64_t offset = b * kPanelCols + 8 * half;
+        const __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(panel.scale + offset), activation_scale);
+        const __m256i dot = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dots + offset));
+        sums.lane[Lane][half] = _mm512_fmadd_pd(_mm512_maskz_cvtps_pd(0xFF, scale), _mm512_maskz_cvtepi32_pd(0xFF, dot), sums.lane[Lane][half]);
+        if (panel.min != nullptr) {
+            const __m512d min = _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(panel.min + offset));
+            sums.lane[Lane][half] =
+                _mm512_fmadd_pd(min, _mm512_set1_pd(static_cast<double>(x.sum[b])), sums.lane[Lane][half]);
+        }
+    }
+}
+
+// Turns one activation row's integer dots with a panel into `cols` (<= 16) outputs at y.
+BLIP_QUANT_VNNI_TARGET inline void combine_row(const std::int32_t* dots, const PanelView& panel, const Act32Row& x,
+                                               std::int64_t blocks, float* y, std::int64_t cols) {
+    LaneSums sums;
+    for (int lane = 0; lane < 8; ++lane) sums.lane[lane][0] = sums.lane[lane][1] = _mm512_setzero_pd();
+    for (std::int64_t b = 0; b < blocks; b += 8) {
+        // Block b + lane goes to lane `lane`; the lane index is a constant in each call.
+        add_block<0>(sums, panel, x, dots, b);
+        if (b + 1 < blocks) add_block<1>(sums, panel, x, dots, b + 1);
+        if (b + 2 < blocks) add_block<2>(sums, panel, x, dots, b + 2);
+        if (b + 3 < blocks) add_block<3>(sums, panel, x, dots, b + 3);
+        if (b + 4 < blocks) add_block<4>(sums, panel, x, dots, b + 4);
+        if (b + 5 < blocks) add_block<5>(sums, panel, x, dots, b + 5);
+        if (b + 6 < blocks) add_block<6>(sums, panel, x, dots, b + 6);
+        if (b + 7 < blocks) add_block<7>(sums, panel, x, dots, b + 7);
+    }
+    __m256 result[2];
+    for (int half = 0; half < 2; ++half) {
+        // reduce_lanes: ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)).
+        const auto& l = sums.lane;
+        const __m512d low = _mm512_add_pd(_mm512_add_pd(l[0][half], l[1][half]), _mm512_add_pd(l[2][half], l[3][half]));
+        const __m512d high = _mm512_add_pd(_mm512_add_pd(l[4][half], l[5][half]), _mm512_add_pd(l[6][half], l[7][half]));
+        result[half] = _mm512_maskz_cvtpd_ps(0xFF, _mm512_add_pd(low, high));
+    }
+    const unsigned mask = cols >= 16 ? 0xFFFFu : (1u << cols) - 1u;
+    _mm256_mask_storeu_ps(y, static_cast<__mmask8>(mask & 0xFFu), result[0]);
+    _mm256_mask_storeu_ps(y + 8, static_cast<__mmask8>(mask >> 8), result[1]);
+}
+
+// y[r * out_features + o] for r < rows and every o, with activations `act` already quantized.
+inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* weights, std::size_t stride,
+                         std::int64_t out_features, std::int64_t in_features, const Act32Row* act, std::int64_t rows,
+                         float* y, int threads) {
+    const std::int64_t blocks = in_features / kActBlock32;
+    const bool has_min = type == DType::Q4_1;
+    const std::int64_t panel_bytes = blocks * kPanelBlockBytes;
+
+    // Activations as unsigned bytes, q + 128 (q ^ 0x80).
+    std::vector<std::uint8_t>& unsigned_x = unsigned_activations();
+    unsigned_x.resize(static_cast<std::size_t>(rows * in_features));
+    parallel_for(
+        rows,
+        [&](std::int64_t r, int) {
+            const auto* q = reinterpret_cast<const std::uint8_t*>(act[r].q);
+            std::uint8_t* out = unsigned_x.data() + r * in_features;
+            for (std::int64_t i = 0; i < in_features; ++i) out[i] = static_cast<std::uint8_t>(q[i] ^ 0x80u);
+        },
+        threads);
+
+    const std::int64_t panels = (out_features + kPanelCols - 1) / kPanelCols;
+    const std::int64_t panels_per_task = std::max<std::int64_t>(1, kBlockBytes / panel_bytes);
+    const std::int64_t col_tasks = (panels + panels_per_task - 1) / panels_per_task;
+    const std::int64_t row_chunks = (rows + kMaxRowChunk - 1) / kMaxRowChunk;
+    const std::int64_t chunk_rows = ((rows + row_chunks - 1) / row_chunks + kTileRows - 1) / kTileRows * kTileRows;
+    parallel_for(
+        col_tasks * row_chunks,
+        [&](std::int64_t task, int) {
+            ThreadBuffers& buffers = thread_buffers();
+            const std::int64_t first_panel = task / row_chunks * panels_per_task;
+            const std::int64_t last_panel = std::min(panels, first_panel + panels_per_task);
+            const std::int64_t row_begin = task % row_chunks * chunk_rows;
+            const std::int64_t row_end = std::min(rows, row_begin + chunk_rows);
+            buffers.panels.resize(static_cast<std::size_t>((last_panel - first_panel) * panel_bytes));
+            buffers.dots.resize(static_cast<std::size_t>(kTileRows * blocks * kPanelCols));
+            for (std::int64_t p = first_panel; p < last_panel; ++p) {
+                const std::int64_t first = p * kPanelCols;
+                pack_panel(k, type, weights, stride, first, std::min(kPanelCols, out_features - first), blocks,
+                           buffers, buffers.panels.data() + (p - first_panel) * panel_bytes);
+            }
+            for (std::int64_t r = row_begin; r < row_end; r += kTileRows) {
+                const int tile_rows = static_cast<int>(std::min<std::int64_t>(kTileRows, row_end - r));
+                const std::uint8_t* x[kTileRows];
+                for (int i = 0; i < tile_rows; ++i) x[i] = unsigned_x.data() + (r + i) * in_features;
+                for (std::int64_t p = first_panel; p < last_panel; ++p) {
+                    const PanelView panel =
+                        panel_view(buffers.panels.data() + (p - first_panel) * panel_bytes, blocks, has_min);
+                    panel_dots(x, tile_rows, panel, blocks, buffers.dots.data());
+                    const std::int64_t first = p * kPanelCols;
+                    const std::int64_t cols = std::min(kPanelCols, out_features - first);
+                    for (int i = 0; i < tile_rows; ++i)
+                        combine_row(buffers.dots.data() + i * blocks * kPanelCols, panel, act[r + i], blocks,
+                                    y + (r + i) * out_features + first, cols);
+                }
+            }
+        },
+        threads);
+}
+
+#undef BLIP_QUANT_VNNI_TARGET
+
+}  // namespace vnni
+
+#endif
+
+}  // namespace blip::quant::detail
