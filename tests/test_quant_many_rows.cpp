@@ -1,5 +1,6 @@
-// quant::gemm with many activation rows (the packed AVX-512 VNNI product for q8_0, q4_0 and
-// q4_1) against the same rows one at a time and against the scalar level, bit for bit.
+// quant::gemm's AVX-512 VNNI products against the same rows one at a time and against the
+// scalar level, bit for bit: the packed product of many rows (q8_0, q4_0, q4_1) and the
+// in-place q8_0 product of up to 4 rows.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -61,6 +62,18 @@ struct QuantCase {
 };
 
 }  // namespace
+
+TEST_CASE("few-row q8_0 gemm equals the scalar level") {
+    // 1 to 4 rows; rows of 8 blocks, 3 blocks (below one group of 8) and 17 blocks (a tail).
+    for (std::int64_t rows = 1; rows <= 4; ++rows)
+        for (std::int64_t in : {256, 96, 544}) {
+            const QuantCase problem(DType::Q8_0, rows, 45, in);
+            CAPTURE(rows);
+            CAPTURE(in);
+            CHECK(bit_identical(problem.all_rows(blip::quant::max_cpu_level()),
+                                problem.one_row_at_a_time(CpuLevel::Scalar)));
+        }
+}
 
 TEST_CASE("many-row block32 gemm equals one row at a time") {
     // Row counts around the tile of 8 rows, partial panels of 16 weight rows, one block per row.

@@ -321,6 +321,10 @@ inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weig
                            threads);
         return;
     }
+    if (type == DType::Q8_0 && k.level == CpuLevel::Avx512Vnni && rows <= vnni::kGemvMaxRows) {
+        vnni::gemv_q8_0(weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y, threads);
+        return;
+    }
 #endif
     parallel_for(
         tiles,

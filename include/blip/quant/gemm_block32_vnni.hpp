@@ -1,5 +1,6 @@
-// Matrix product of many activation rows (the vision encoder's 577 tokens) with q8_0, q4_0 or
-// q4_1 weights on AVX-512 VNNI, called by quant::gemm.
+// Matrix products with q8_0, q4_0 or q4_1 weights on AVX-512 VNNI, called by quant::gemm:
+// gemm_block32 for many activation rows (the vision encoder's 577 tokens), and gemv_q8_0 for
+// the few rows of a decoding step, which reads the q8_0 blocks in place.
 //
 // The per-row kernels (dot_avx_body.hpp) reduce each 32-element block across register lanes.
 // Here 16 weight rows are packed so that one VPDPBUSD lane accumulates a whole block of one
@@ -257,6 +258,108 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
                         combine_row(buffers.dots.data() + i * blocks * kPanelCols, panel, act[r + i], blocks,
                                     y + (r + i) * out_features + first, cols);
                 }
+            }
+        },
+        threads);
+}
+
+// ----- few rows: q8_0 read in place -----------------------------------------------------------
+
+// Most activation rows of gemv_q8_0.
+inline constexpr int kGemvMaxRows = 4;
+// Weight rows per task of gemv_q8_0. Any split gives the same results.
+inline constexpr std::int64_t kGemvTaskRows = 64;
+
+// Sums the 8 int32 lanes of each of 8 vectors: lane j of the result is the sum of v[j]. The
+// sums are exact integers, so any order gives the same result.
+BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
+    __m256i t[4];
+    for (int i = 0; i < 4; ++i) t[i] = _mm256_hadd_epi32(v[2 * i], v[2 * i + 1]);
+    __m256i u[2];
+    for (int i = 0; i < 2; ++i) u[i] = _mm256_hadd_epi32(t[2 * i], t[2 * i + 1]);
+    // 128-bit half h of u[i] holds the half-h partial sums of v[4i..4i+3].
+    const __m256i low = _mm256_permute2x128_si256(u[0], u[1], 0x20);
+    const __m256i high = _mm256_permute2x128_si256(u[0], u[1], 0x31);
+    return _mm256_add_epi32(low, high);
+}
+
+// One weight row (q8_0 blocks) with `rows` activation rows: out[r] as accumulate_block32 and
+// reduce_lanes compute it.
+template <int Rows>
+BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_t blocks,
+                                                 const std::uint8_t* const* x, const Act32Row* act, float* out) {
+    const __m256i bias_bytes = _mm256_set1_epi8(static_cast<char>(0x80));
+    // Offsets of the 8 blocks' d fields, read as 32-bit words whose low half is d.
+    const __m256i d_offsets = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
+    __m512d sums[Rows];
+    for (int r = 0; r < Rows; ++r) sums[r] = _mm512_setzero_pd();
+    std::int64_t b = 0;
+    for (; b + 8 <= blocks; b += 8) {
+        __m256i wq[8];
+        __m256i correction[8];
+        for (int j = 0; j < 8; ++j) {
+            wq[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + j].qs));
+            correction[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias_bytes, wq[j]);
+        }
+        const __m256i d_words = _mm256_i32gather_epi32(reinterpret_cast<const int*>(w + b), d_offsets, 1);
+        const __m256 w_scale = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(d_words));
+        for (int r = 0; r < Rows; ++r) {
+            __m256i partial[8];
+            for (int j = 0; j < 8; ++j) {
+                const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + (b + j) * 32));
+                partial[j] = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), xv, wq[j]), correction[j]);
+            }
+            const __m256i dots = sum_lanes_8x(partial);
+            const __m256 scale = _mm256_mul_ps(w_scale, _mm256_loadu_ps(act[r].d + b));
+            sums[r] = _mm512_fmadd_pd(_mm512_maskz_cvtps_pd(0xFF, scale), _mm512_maskz_cvtepi32_pd(0xFF, dots), sums[r]);
+        }
+    }
+    for (int r = 0; r < Rows; ++r) {
+        double lanes[kLanes];
+        _mm512_storeu_pd(lanes, sums[r]);
+        if (b < blocks) {
+            // The last blocks of a row that is not a multiple of 8 blocks, as the scalar kernel.
+            std::int8_t q[kActBlock32];
+            float scale = 0.0f;
+            for (std::int64_t t = b; t < blocks; ++t) {
+                std::memcpy(q, w[t].qs, sizeof(q));
+                scale = _cvtsh_ss(w[t].d);
+                const Block32Row row{q - t * kActBlock32, &scale - t, nullptr};
+                accumulate_block32(row, act[r], t, dot_i8_scalar(q, act[r].q + t * kActBlock32, kActBlock32), lanes);
+            }
+        }
+        out[r] = reduce_lanes(lanes);
+    }
+}
+
+// y[r * out_features + o] for r < rows (at most kGemvMaxRows), reading the q8_0 weights in
+// place, one weight row after another, so that the memory-bound product streams W once.
+inline void gemv_q8_0(const std::uint8_t* weights, std::size_t stride, std::int64_t out_features,
+                      std::int64_t in_features, const Act32Row* act, std::int64_t rows, float* y, int threads) {
+    const std::int64_t blocks = in_features / kActBlock32;
+    std::vector<std::uint8_t>& unsigned_x = unsigned_activations();
+    unsigned_x.resize(static_cast<std::size_t>(rows * in_features));
+    for (std::int64_t r = 0; r < rows; ++r) {
+        const auto* q = reinterpret_cast<const std::uint8_t*>(act[r].q);
+        for (std::int64_t i = 0; i < in_features; ++i)
+            unsigned_x[static_cast<std::size_t>(r * in_features + i)] = static_cast<std::uint8_t>(q[i] ^ 0x80u);
+    }
+    const std::uint8_t* x[kGemvMaxRows];
+    for (std::int64_t r = 0; r < rows; ++r) x[r] = unsigned_x.data() + r * in_features;
+    parallel_for(
+        (out_features + kGemvTaskRows - 1) / kGemvTaskRows,
+        [&](std::int64_t task, int) {
+            const std::int64_t end = std::min(out_features, (task + 1) * kGemvTaskRows);
+            float results[kGemvMaxRows];
+            for (std::int64_t o = task * kGemvTaskRows; o < end; ++o) {
+                const auto* w = reinterpret_cast<const BlockQ8_0*>(weights + static_cast<std::size_t>(o) * stride);
+                switch (rows) {
+                    case 1: gemv_q8_0_row<1>(w, blocks, x, act, results); break;
+                    case 2: gemv_q8_0_row<2>(w, blocks, x, act, results); break;
+                    case 3: gemv_q8_0_row<3>(w, blocks, x, act, results); break;
+                    default: gemv_q8_0_row<4>(w, blocks, x, act, results); break;
+                }
+                for (std::int64_t r = 0; r < rows; ++r) y[r * out_features + o] = results[r];
             }
         },
         threads);
