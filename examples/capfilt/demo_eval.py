@@ -124,6 +124,8 @@ def main():
           f"({percent(counts['synthetic_kept'], synthetic)}) |")
     print(f"| synthetic captions equal to the true caption | {counts['synthetic_exact']} of {synthetic} "
           f"({percent(counts['synthetic_exact'], synthetic)}) |")
+    print(f"| kept synthetic captions equal to the true caption | {counts['synthetic_exact_kept']} of "
+          f"{counts['synthetic_kept']} ({percent(counts['synthetic_exact_kept'], counts['synthetic_kept'])}) |")
     print(f"| images failed | {counts['failed']} |")
     with open(os.path.join(args.out, f"counts-{args.wrong}.json"), "w") as f:
         json.dump(counts, f, indent=1)

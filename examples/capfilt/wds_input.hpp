@@ -85,18 +85,23 @@ inline WdsShard read_wds_shard(const fs::path& path) {
     return shard;
 }
 
+// Bytes of a text or JSON member read as a web text; longer members are cut, because the
+// filter reads only the first few dozen tokens anyway.
+constexpr std::uint64_t kMaxWdsTextBytes = 1 << 20;
+
 // The web text of a sample: KEY.txt (one trailing line break removed), else the
 // `text_field` string of KEY.json, else its "caption" string, as img2dataset writes it.
 inline std::optional<std::string> read_wds_text(const ReadOnlyFile& file, const WdsShard& shard,
                                                 const WdsSample& sample, const std::string& text_field) {
     if (sample.text) {
         const TarMember& member = shard.listing.members[*sample.text];
-        std::string text = file.read_string(member.data_offset, static_cast<std::size_t>(member.size));
+        std::string text =
+            file.read_string(member.data_offset, static_cast<std::size_t>(std::min(member.size, kMaxWdsTextBytes)));
         if (!text.empty() && text.back() == '\n') text.pop_back();
         if (!text.empty() && text.back() == '\r') text.pop_back();
         return text;
     }
-    if (sample.json) {
+    if (sample.json && shard.listing.members[*sample.json].size <= kMaxWdsTextBytes) {
         const TarMember& member = shard.listing.members[*sample.json];
         const std::string bytes = file.read_string(member.data_offset, static_cast<std::size_t>(member.size));
         const nlohmann::json object = nlohmann::json::parse(bytes, nullptr, false);
