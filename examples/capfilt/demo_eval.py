@@ -25,7 +25,7 @@ import sys
 
 
 def build_pairs(labels, testset, fraction, wrong, seed):
-    """Return (pairs, truths): one pair per scene, a `fraction` of them with a wrong text."""
+    """Return one pair per scene, a `fraction` of them with a wrong text marked in "truth"."""
     rng = random.Random(seed)
     scenes = labels["scenes"]
     wrong_indices = set(rng.sample(range(len(scenes)), round(fraction * len(scenes))))

@@ -85,8 +85,8 @@ inline WdsShard read_wds_shard(const fs::path& path) {
     return shard;
 }
 
-// Bytes of a text or JSON member read as a web text; longer members are cut, because the
-// filter reads only the first few dozen tokens anyway.
+// Maximum bytes of a text or JSON member read as a web text. Longer text members are cut and
+// longer JSON members skipped, because the filter reads only the first few dozen tokens.
 constexpr std::uint64_t kMaxWdsTextBytes = 1 << 20;
 
 // The web text of a sample: KEY.txt (one trailing line break removed), else the
