@@ -30,40 +30,52 @@ BLIP_F32_AVX2 inline float reduce_lanes(__m256 low, __m256 high) {
 }
 
 struct Tiles {
-    // Adds one block of 16 elements at xp and wp (per-row strides from x and w).
-    template <int Rows, int Cols, bool Masked>
-    BLIP_F32_AVX2 static void step(const float* xp, std::int64_t x_stride, const float* wp, std::int64_t w_stride,
-                                   __m256i mask_low, __m256i mask_high, __m256 (&acc)[Rows][Cols][2]) {
-        for (int half = 0; half < 2; ++half) {
-            const __m256i mask = half == 0 ? mask_low : mask_high;
+    // Elements of a k chunk: the x rows of a 4 x 3 tile (4 x 2 KiB) and its W rows (3 x 2 KiB)
+    // stay in the L1 cache between the two passes over the chunk.
+    static constexpr std::int64_t kChunk = 512;
+
+    // Adds lanes 8 * half .. 8 * half + 7 of every output of the tile for k in [k0, k1): one
+    // pass that reads every other 32 bytes of each operand. k0 is a multiple of 16.
+    template <int Rows, int Cols>
+    BLIP_F32_AVX2 static void half_pass(TileOperand x, TileOperand w, std::int64_t k0, std::int64_t k1, int half,
+                                        __m256 (&acc)[Rows][Cols]) {
+        const float* xp = x.data + k0 / 16 * x.block_stride + 8 * half;
+        const float* wp = w.data + k0 / 16 * w.block_stride + 8 * half;
+        std::int64_t k = k0;
+        for (; k + 16 <= k1; k += 16, xp += x.block_stride, wp += w.block_stride) {
             __m256 wv[Cols];
-            for (int c = 0; c < Cols; ++c)
-                wv[c] = Masked ? _mm256_maskload_ps(wp + c * w_stride + 8 * half, mask)
-                               : _mm256_loadu_ps(wp + c * w_stride + 8 * half);
+            for (int c = 0; c < Cols; ++c) wv[c] = _mm256_loadu_ps(wp + c * w.row_stride);
             for (int r = 0; r < Rows; ++r) {
-                const __m256 xv = Masked ? _mm256_maskload_ps(xp + r * x_stride + 8 * half, mask)
-                                         : _mm256_loadu_ps(xp + r * x_stride + 8 * half);
-                for (int c = 0; c < Cols; ++c) acc[r][c][half] = _mm256_fmadd_ps(xv, wv[c], acc[r][c][half]);
+                const __m256 xv = _mm256_loadu_ps(xp + r * x.row_stride);
+                for (int c = 0; c < Cols; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+            }
+        }
+        if (k < k1) {
+            const __m256i mask = first_lanes(k1 - k - 8 * half);
+            __m256 wv[Cols];
+            for (int c = 0; c < Cols; ++c) wv[c] = _mm256_maskload_ps(wp + c * w.row_stride, mask);
+            for (int r = 0; r < Rows; ++r) {
+                const __m256 xv = _mm256_maskload_ps(xp + r * x.row_stride, mask);
+                for (int c = 0; c < Cols; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
             }
         }
     }
 
+    // Lanes 0..7 and 8..15 of each output come from separate passes, so that a 4 x 3 tile
+    // needs only 12 of the 16 registers for accumulators.
     template <int Rows, int Cols>
     BLIP_F32_AVX2 static void tile(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride) {
-        __m256 acc[Rows][Cols][2];
+        __m256 low[Rows][Cols];
+        __m256 high[Rows][Cols];
         for (int r = 0; r < Rows; ++r)
-            for (int c = 0; c < Cols; ++c) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
-        const __m256i all = _mm256_set1_epi32(-1);
-        const float* xp = x.data;
-        const float* wp = w.data;
-        std::int64_t k = 0;
-        for (; k + 16 <= count; k += 16, xp += x.block_stride, wp += w.block_stride)
-            step<Rows, Cols, false>(xp, x.row_stride, wp, w.row_stride, all, all, acc);
-        if (k < count)
-            step<Rows, Cols, true>(xp, x.row_stride, wp, w.row_stride, first_lanes(count - k),
-                                   first_lanes(count - k - 8), acc);
+            for (int c = 0; c < Cols; ++c) low[r][c] = high[r][c] = _mm256_setzero_ps();
+        for (std::int64_t k0 = 0; k0 < count; k0 += kChunk) {
+            const std::int64_t k1 = count - k0 > kChunk ? k0 + kChunk : count;
+            half_pass<Rows, Cols>(x, w, k0, k1, 0, low);
+            half_pass<Rows, Cols>(x, w, k0, k1, 1, high);
+        }
         for (int r = 0; r < Rows; ++r)
-            for (int c = 0; c < Cols; ++c) y[r * y_stride + c] = reduce_lanes(acc[r][c][0], acc[r][c][1]);
+            for (int c = 0; c < Cols; ++c) y[r * y_stride + c] = reduce_lanes(low[r][c], high[r][c]);
     }
 };
 
@@ -282,7 +294,7 @@ BLIP_F32_AVX2 inline void weighted_sum(const float* p, std::int64_t p_stride, in
 }
 
 inline void install(F32KernelTable& table) {
-    install_tiles<Tiles, 3, 2>(table);
+    install_tiles<Tiles, 4, 3>(table);
     table.fused = true;
     table.epilogue = epilogue;
     table.scores = scores;

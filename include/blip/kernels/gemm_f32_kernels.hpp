@@ -202,72 +202,84 @@ inline void install_scalar_f32_kernels(F32KernelTable& table) {
 
 #if BLIP_QUANT_HAS_XSIMD
 
-// The 16 lanes of each dot product live in 16 / B::size batches. Products are rounded before
-// the addition, as in dot_reference<false>.
+// The 16 lanes of each dot product are 16 / Batch::size batches, computed in separate passes
+// over k (one batch of lanes per pass, as the Avx2 level does with its two halves), so that a
+// 3 x 3 tile needs 9 of SSE2's 16 registers for accumulators. Products are rounded before the
+// addition, as in dot_reference<false>.
 struct PortableTiles {
     using Batch = xsimd::batch<float>;
     static constexpr int kWidth = static_cast<int>(Batch::size);
     static constexpr int kGroups = kDotLanes / kWidth;
     static_assert(kDotLanes % kWidth == 0, "the xsimd batch width must divide 16");
+    // Elements per k chunk; a 3 x 3 tile's rows of one chunk (6 x 2 KiB) stay in the L1 cache
+    // while the passes read their batches.
+    static constexpr std::int64_t kChunk = 512;
 
-    // Adds one block of 16 elements; x[r] and w[c] point at the block of each row.
+    // Adds the products of the lanes of batch `group` for `blocks` (at least 1) blocks of 16
+    // from block `first_block` on. The accumulators are copied into a local array and the loop
+    // visibly runs at least once: otherwise GCC 12 -O3 keeps them in memory.
     template <int Rows, int Cols>
-    static void accumulate(const float* const* x, const float* const* w, Batch (&acc)[Rows][Cols][kGroups]) {
-        for (int g = 0; g < kGroups; ++g) {
+    static void group_pass(TileOperand x, TileOperand w, std::int64_t first_block, std::int64_t blocks, int group,
+                           Batch (&acc)[Rows][Cols]) {
+        Batch sums[Rows][Cols];
+        for (int r = 0; r < Rows; ++r)
+            for (int c = 0; c < Cols; ++c) sums[r][c] = acc[r][c];
+        const float* xp = x.data + first_block * x.block_stride + group * kWidth;
+        const float* wp = w.data + first_block * w.block_stride + group * kWidth;
+        std::int64_t b = 0;
+        do {
             Batch wv[Cols];
-            for (int c = 0; c < Cols; ++c) wv[c] = Batch::load_unaligned(w[c] + g * kWidth);
+            for (int c = 0; c < Cols; ++c) wv[c] = Batch::load_unaligned(wp + c * w.row_stride);
             for (int r = 0; r < Rows; ++r) {
-                const Batch xv = Batch::load_unaligned(x[r] + g * kWidth);
+                const Batch xv = Batch::load_unaligned(xp + r * x.row_stride);
                 for (int c = 0; c < Cols; ++c) {
                     const Batch product = xv * wv[c];
-                    acc[r][c][g] = acc[r][c][g] + product;
+                    sums[r][c] = sums[r][c] + product;
                 }
             }
-        }
+            xp += x.block_stride;
+            wp += w.block_stride;
+        } while (++b < blocks);
+        for (int r = 0; r < Rows; ++r)
+            for (int c = 0; c < Cols; ++c) acc[r][c] = sums[r][c];
     }
 
     template <int Rows, int Cols>
     static void tile(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride) {
-        Batch acc[Rows][Cols][kGroups];
-        for (auto& row : acc)
-            for (auto& cell : row)
-                for (auto& group : cell) group = Batch(0.0f);
-        const float* xp[Rows];
-        const float* wp[Cols];
-        std::int64_t k = 0;
-        std::int64_t block = 0;
-        for (; k + kDotLanes <= count; k += kDotLanes, ++block) {
-            for (int r = 0; r < Rows; ++r) xp[r] = x.data + r * x.row_stride + block * x.block_stride;
-            for (int c = 0; c < Cols; ++c) wp[c] = w.data + c * w.row_stride + block * w.block_stride;
-            accumulate<Rows, Cols>(xp, wp, acc);
+        Batch acc[kGroups][Rows][Cols];
+        for (auto& group : acc)
+            for (auto& row : group)
+                for (auto& cell : row) cell = Batch(0.0f);
+        const std::int64_t whole = count / kDotLanes;
+        const std::int64_t chunk_blocks = kChunk / kDotLanes;
+        for (std::int64_t first = 0; first < whole; first += chunk_blocks) {
+            const std::int64_t blocks = std::min(chunk_blocks, whole - first);
+            for (int g = 0; g < kGroups; ++g) group_pass<Rows, Cols>(x, w, first, blocks, g, acc[g]);
         }
-        if (k < count) {
+        if (whole * kDotLanes < count) {
             // The last partial block, zero-padded to 16 elements.
+            const std::int64_t left = count - whole * kDotLanes;
             float xpad[Rows][kDotLanes] = {};
             float wpad[Cols][kDotLanes] = {};
-            for (int r = 0; r < Rows; ++r) {
-                const float* source = x.data + r * x.row_stride + block * x.block_stride;
-                for (std::int64_t i = 0; i < count - k; ++i) xpad[r][i] = source[i];
-                xp[r] = xpad[r];
-            }
-            for (int c = 0; c < Cols; ++c) {
-                const float* source = w.data + c * w.row_stride + block * w.block_stride;
-                for (std::int64_t i = 0; i < count - k; ++i) wpad[c][i] = source[i];
-                wp[c] = wpad[c];
-            }
-            accumulate<Rows, Cols>(xp, wp, acc);
+            for (int r = 0; r < Rows; ++r)
+                std::copy_n(x.data + r * x.row_stride + whole * x.block_stride, left, xpad[r]);
+            for (int c = 0; c < Cols; ++c)
+                std::copy_n(w.data + c * w.row_stride + whole * w.block_stride, left, wpad[c]);
+            const TileOperand xt{&xpad[0][0], kDotLanes, 0};
+            const TileOperand wt{&wpad[0][0], kDotLanes, 0};
+            for (int g = 0; g < kGroups; ++g) group_pass<Rows, Cols>(xt, wt, 0, 1, g, acc[g]);
         }
         for (int r = 0; r < Rows; ++r)
             for (int c = 0; c < Cols; ++c) {
                 float lanes[kDotLanes];
-                for (int g = 0; g < kGroups; ++g) acc[r][c][g].store_unaligned(lanes + g * kWidth);
+                for (int g = 0; g < kGroups; ++g) acc[g][r][c].store_unaligned(lanes + g * kWidth);
                 y[r * y_stride + c] = reduce_lanes16(lanes);
             }
     }
 };
 
 inline void install_portable_f32_kernels(F32KernelTable& table) {
-    install_tiles<PortableTiles, 1, 2>(table);
+    install_tiles<PortableTiles, 3, 3>(table);
     table.fused = false;
     table.epilogue = epilogue_reference<false>;
 }
