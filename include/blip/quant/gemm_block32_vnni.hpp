@@ -45,8 +45,8 @@ namespace vnni {
 
 inline constexpr std::int64_t kPanelCols = 16;         // weight rows per packed panel, one per int32 lane
 inline constexpr int kTileRows = 8;                    // activation rows per integer tile
-inline constexpr std::int64_t kBlockBytes = 256 * 1024;  // packed bytes of the panels one task keeps
-inline constexpr std::int64_t kMaxRowChunk = 192;      // activation rows per task, at most
+inline constexpr std::int64_t kBlockBytes = 96 * 1024;   // packed bytes of the panels one task keeps
+inline constexpr std::int64_t kMaxRowChunk = 640;      // activation rows per task, at most
 
 // Bytes of one packed panel per 32-element block: the weights' q as 8 steps of 16 rows x 4
 // bytes, then per row the int32 correction 128 * sum(q), the float scale and the float min.
@@ -88,43 +88,58 @@ inline std::vector<std::uint8_t>& unsigned_activations() {
     return bytes;
 }
 
-// Decodes weight rows [first, first + count) (count <= 16) and packs them into one panel;
-// missing rows of a partial panel are zero.
+// Moves 16 decoded rows (`rows`, kPanelCols x in_features int8 values, and their scales and
+// mins, kPanelCols x blocks) into the panel layout, computing the 128 * sum(q) corrections.
+BLIP_QUANT_VNNI_TARGET inline void pack_decoded_rows(const std::int8_t* rows, const float* row_scale,
+                                                     const float* row_min, std::int64_t blocks, bool has_min,
+                                                     std::uint8_t* panel) {
+    const std::int64_t in_features = blocks * kActBlock32;
+    auto* q = panel;
+    auto* offset = panel + blocks * 512;
+    auto* scale = panel + blocks * 576;
+    auto* min = panel + blocks * 640;
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i row_offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(static_cast<int>(in_features)));
+    const __m512i block_offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(static_cast<int>(blocks)));
+    const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        __m512i sum = _mm512_setzero_si512();
+        for (int i = 0; i < 8; ++i) {
+            // Elements 4i..4i+3 of block b of the 16 rows, one 32-bit word per row.
+            const __m512i words = _mm512_i32gather_epi32(row_offsets, rows + b * kActBlock32 + 4 * i, 1);
+            _mm512_storeu_si512(q + (b * 8 + i) * 64, words);
+            sum = _mm512_dpbusd_epi32(sum, bias, words);  // 128 * the 4 weights of each row
+        }
+        _mm512_storeu_si512(offset + b * 64, sum);
+        _mm512_storeu_ps(scale + b * 64, _mm512_i32gather_ps(block_offsets, row_scale + b, 4));
+        if (has_min) _mm512_storeu_ps(min + b * 64, _mm512_i32gather_ps(block_offsets, row_min + b, 4));
+    }
+}
+
+// Decodes weight rows [first, first + count) (count <= 16) and packs them into one panel.
+// Missing rows of a partial panel are zero.
 inline void pack_panel(const KernelTable& k, DType type, const std::uint8_t* weights, std::size_t stride,
                        std::int64_t first, std::int64_t count, std::int64_t blocks, ThreadBuffers& buffers,
                        std::uint8_t* panel) {
     const std::int64_t in_features = blocks * kActBlock32;
-    std::memset(panel, 0, static_cast<std::size_t>(blocks * kPanelBlockBytes));
-    auto* q = reinterpret_cast<std::int8_t*>(panel);
-    auto* offset = reinterpret_cast<std::int32_t*>(panel + blocks * 512);
-    auto* scale = reinterpret_cast<float*>(panel + blocks * 576);
-    auto* min = reinterpret_cast<float*>(panel + blocks * 640);
-    buffers.row_q.resize(static_cast<std::size_t>(in_features));
-    buffers.row_scale.resize(static_cast<std::size_t>(blocks));
-    buffers.row_min.resize(static_cast<std::size_t>(blocks));
+    buffers.row_q.assign(static_cast<std::size_t>(kPanelCols * in_features), 0);
+    buffers.row_scale.assign(static_cast<std::size_t>(kPanelCols * blocks), 0.0f);
+    buffers.row_min.assign(static_cast<std::size_t>(kPanelCols * blocks), 0.0f);
     for (std::int64_t c = 0; c < count; ++c) {
         const std::uint8_t* source = weights + static_cast<std::size_t>(first + c) * stride;
-        std::int8_t* row = buffers.row_q.data();
+        std::int8_t* row = buffers.row_q.data() + c * in_features;
+        float* scale = buffers.row_scale.data() + c * blocks;
         if (type == DType::Q8_0) {
-            k.decode_q8_0(reinterpret_cast<const BlockQ8_0*>(source), blocks, row, buffers.row_scale.data());
+            k.decode_q8_0(reinterpret_cast<const BlockQ8_0*>(source), blocks, row, scale);
         } else if (type == DType::Q4_0) {
-            k.decode_q4_0(reinterpret_cast<const BlockQ4_0*>(source), blocks, row, buffers.row_scale.data());
+            k.decode_q4_0(reinterpret_cast<const BlockQ4_0*>(source), blocks, row, scale);
         } else {
-            k.decode_q4_1(reinterpret_cast<const BlockQ4_1*>(source), blocks, row, buffers.row_scale.data(),
-                          buffers.row_min.data());
-        }
-        for (std::int64_t b = 0; b < blocks; ++b) {
-            const std::int8_t* block = row + b * kActBlock32;
-            std::int32_t sum = 0;
-            for (int i = 0; i < 8; ++i) {
-                std::memcpy(q + ((b * 8 + i) * kPanelCols + c) * 4, block + 4 * i, 4);
-                for (int j = 0; j < 4; ++j) sum += block[4 * i + j];
-            }
-            offset[b * kPanelCols + c] = 128 * sum;
-            scale[b * kPanelCols + c] = buffers.row_scale[b];
-            min[b * kPanelCols + c] = type == DType::Q4_1 ? buffers.row_min[b] : 0.0f;
+            k.decode_q4_1(reinterpret_cast<const BlockQ4_1*>(source), blocks, row, scale,
+                          buffers.row_min.data() + c * blocks);
         }
     }
+    pack_decoded_rows(buffers.row_q.data(), buffers.row_scale.data(), buffers.row_min.data(), blocks,
+                      type == DType::Q4_1, panel);
 }
 
 // Exact integer dot products of kTileRows activation rows (rows past `rows` repeat the last
@@ -158,7 +173,7 @@ struct LaneSums {
 
 // Adds block b's terms to lane b % 8, as accumulate_block32 does, in two halves of 8 weight
 // rows.
-template <int Lane>
+template <int Lane, bool HasMin>
 BLIP_QUANT_VNNI_TARGET inline void add_block(LaneSums& sums, const PanelView& panel, const Act32Row& x,
                                              const std::int32_t* dots, std::int64_t b) {
     const __m256 activation_scale = _mm256_set1_ps(x.d[b]);
@@ -167,7 +182,7 @@ BLIP_QUANT_VNNI_TARGET inline void add_block(LaneSums& sums, const PanelView& pa
         const __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(panel.scale + offset), activation_scale);
         const __m256i dot = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dots + offset));
         sums.lane[Lane][half] = _mm512_fmadd_pd(_mm512_maskz_cvtps_pd(0xFF, scale), _mm512_maskz_cvtepi32_pd(0xFF, dot), sums.lane[Lane][half]);
-        if (panel.min != nullptr) {
+        if (HasMin) {
             const __m512d min = _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(panel.min + offset));
             sums.lane[Lane][half] =
                 _mm512_fmadd_pd(min, _mm512_set1_pd(static_cast<double>(x.sum[b])), sums.lane[Lane][half]);
@@ -176,20 +191,21 @@ BLIP_QUANT_VNNI_TARGET inline void add_block(LaneSums& sums, const PanelView& pa
 }
 
 // Turns one activation row's integer dots with a panel into `cols` (<= 16) outputs at y.
+template <bool HasMin>
 BLIP_QUANT_VNNI_TARGET inline void combine_row(const std::int32_t* dots, const PanelView& panel, const Act32Row& x,
                                                std::int64_t blocks, float* y, std::int64_t cols) {
     LaneSums sums;
     for (int lane = 0; lane < 8; ++lane) sums.lane[lane][0] = sums.lane[lane][1] = _mm512_setzero_pd();
     for (std::int64_t b = 0; b < blocks; b += 8) {
         // Block b + lane goes to lane `lane`; the lane index is a constant in each call.
-        add_block<0>(sums, panel, x, dots, b);
-        if (b + 1 < blocks) add_block<1>(sums, panel, x, dots, b + 1);
-        if (b + 2 < blocks) add_block<2>(sums, panel, x, dots, b + 2);
-        if (b + 3 < blocks) add_block<3>(sums, panel, x, dots, b + 3);
-        if (b + 4 < blocks) add_block<4>(sums, panel, x, dots, b + 4);
-        if (b + 5 < blocks) add_block<5>(sums, panel, x, dots, b + 5);
-        if (b + 6 < blocks) add_block<6>(sums, panel, x, dots, b + 6);
-        if (b + 7 < blocks) add_block<7>(sums, panel, x, dots, b + 7);
+        add_block<0, HasMin>(sums, panel, x, dots, b);
+        if (b + 1 < blocks) add_block<1, HasMin>(sums, panel, x, dots, b + 1);
+        if (b + 2 < blocks) add_block<2, HasMin>(sums, panel, x, dots, b + 2);
+        if (b + 3 < blocks) add_block<3, HasMin>(sums, panel, x, dots, b + 3);
+        if (b + 4 < blocks) add_block<4, HasMin>(sums, panel, x, dots, b + 4);
+        if (b + 5 < blocks) add_block<5, HasMin>(sums, panel, x, dots, b + 5);
+        if (b + 6 < blocks) add_block<6, HasMin>(sums, panel, x, dots, b + 6);
+        if (b + 7 < blocks) add_block<7, HasMin>(sums, panel, x, dots, b + 7);
     }
     __m256 result[2];
     for (int half = 0; half < 2; ++half) {
@@ -254,9 +270,14 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
                     panel_dots(x, tile_rows, panel, blocks, buffers.dots.data());
                     const std::int64_t first = p * kPanelCols;
                     const std::int64_t cols = std::min(kPanelCols, out_features - first);
-                    for (int i = 0; i < tile_rows; ++i)
-                        combine_row(buffers.dots.data() + i * blocks * kPanelCols, panel, act[r + i], blocks,
-                                    y + (r + i) * out_features + first, cols);
+                    for (int i = 0; i < tile_rows; ++i) {
+                        const std::int32_t* dots = buffers.dots.data() + i * blocks * kPanelCols;
+                        float* out = y + (r + i) * out_features + first;
+                        if (has_min)
+                            combine_row<true>(dots, panel, act[r + i], blocks, out, cols);
+                        else
+                            combine_row<false>(dots, panel, act[r + i], blocks, out, cols);
+                    }
                 }
             }
         },
@@ -277,7 +298,7 @@ BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
     for (int i = 0; i < 4; ++i) t[i] = _mm256_hadd_epi32(v[2 * i], v[2 * i + 1]);
     __m256i u[2];
     for (int i = 0; i < 2; ++i) u[i] = _mm256_hadd_epi32(t[2 * i], t[2 * i + 1]);
-    // 128-bit half h of u[i] holds the half-h partial sums of v[4i..4i+3].
+    // 128-bit half h of u[i] contains the half-h partial sums of v[4i..4i+3].
     const __m256i low = _mm256_permute2x128_si256(u[0], u[1], 0x20);
     const __m256i high = _mm256_permute2x128_si256(u[0], u[1], 0x31);
     return _mm256_add_epi32(low, high);
