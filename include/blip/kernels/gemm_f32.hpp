@@ -46,17 +46,17 @@ inline constexpr std::int64_t kGemmWeightBlockBytes = 256 * 1024;
 inline constexpr std::int64_t kGemmMaxBlockCols = 256;
 // Rows of x per task, at most. Tasks split the rows evenly, in multiples of the tile height.
 inline constexpr std::int64_t kGemmMaxRowChunk = 192;
-// Tasks with fewer rows than this (decoding steps: one row per sequence or beam) read W in
-// place, one W row per tile, so that the memory-bound product reads W as a single sequential
-// stream. Measured on Zen 4 over the base decoder's 492 MB of f32 weights: 1 W row per tile
-// reaches the speed of a plain streaming read, 5 rows per tile about 60% of it.
+// Products with fewer rows than this (decoding steps: one row per sequence or beam) read W
+// in place, one W row per tile, so that the memory-bound product reads W as a single
+// sequential stream. Measured on Zen 4 over the base decoder's 492 MB of f32 weights: 1 W row
+// per tile reaches the speed of a plain streaming read, 5 rows per tile about 60% of it.
 inline constexpr std::int64_t kGemmStreamRows = 8;
-// Tasks with more rows and rows of at least kGemmPackLength elements copy their W block into
-// packed panels first (see TileOperand). A packed panel is one sequential stream instead of
-// one per W row, and it avoids the L1 set conflicts of rows whose stride is a multiple of
-// 4 KiB (1024, 3072 or 4096 floats). Measured with 577 rows on AVX-512 (Zen 4): packing gains
-// 10 to 25% for 1024 to 4096 elements and loses about 8% for 768. Packing and tile shapes
-// move data without changing any arithmetic.
+// Products with more rows and rows of at least kGemmPackLength elements first copy W into
+// packed panels, once per call (see TileOperand). A packed panel is one sequential stream
+// instead of one per W row, and it avoids the L1 set conflicts of rows whose stride is a
+// multiple of 4 KiB (1024, 3072 or 4096 floats). Measured with 577 rows on AVX-512 (Zen 4):
+// packing gains 10 to 25% for 1024 to 4096 elements and loses about 8% for 768. Packing and
+// tile shapes move data without changing any arithmetic.
 inline constexpr std::int64_t kGemmPackLength = 1024;
 
 inline F32KernelTable make_f32_kernel_table(quant::CpuLevel level) {
@@ -130,23 +130,15 @@ inline void pack_rows(const float* source, std::int64_t rows, std::int64_t strid
 }
 
 // Computes rows [row_begin, row_end) and columns [col_begin, col_end) of the product,
-// epilogue included.
-inline void gemm_block(const F32KernelTable& k, const GemmProblem& p, std::int64_t row_begin, std::int64_t row_end,
-                       std::int64_t col_begin, std::int64_t col_end) {
+// epilogue included. `packed_w` is W in packed panels of k.tile_cols rows (see pack_weights),
+// or null to read W in place.
+inline void gemm_block(const F32KernelTable& k, const GemmProblem& p, const float* packed_w, std::int64_t row_begin,
+                       std::int64_t row_end, std::int64_t col_begin, std::int64_t col_end) {
     float dots[kMaxTileRows * kGemmMaxBlockCols];
     const std::int64_t cols = col_end - col_begin;
     const std::int64_t in = p.in_features;
     const std::int64_t padded = tile_count(in, kDotLanes) * kDotLanes;
-    const bool streaming = row_end - row_begin < kGemmStreamRows;
-    const std::int64_t tile_cols = streaming ? 1 : k.tile_cols;
-    float* packed_w = nullptr;
-    if (!streaming && in >= kGemmPackLength) {
-        packed_w = packing_buffer(static_cast<std::size_t>(cols * padded));
-        for (std::int64_t c = col_begin; c < col_end; c += k.tile_cols) {
-            const std::int64_t tc = std::min<std::int64_t>(k.tile_cols, col_end - c);
-            pack_rows(p.w + c * in, tc, in, in, packed_w + (c - col_begin) * padded);
-        }
-    }
+    const std::int64_t tile_cols = p.rows < kGemmStreamRows ? 1 : k.tile_cols;
     const blip::kernels::Epilogue& e = *p.epilogue;
     for (std::int64_t r = row_begin; r < row_end; r += k.tile_rows) {
         const int tr = static_cast<int>(std::min<std::int64_t>(k.tile_rows, row_end - r));
@@ -154,7 +146,7 @@ inline void gemm_block(const F32KernelTable& k, const GemmProblem& p, std::int64
         for (std::int64_t c = col_begin; c < col_end; c += tile_cols) {
             const int tc = static_cast<int>(std::min<std::int64_t>(tile_cols, col_end - c));
             TileOperand w{p.w + c * in, in, kDotLanes};
-            if (packed_w) w = {packed_w + (c - col_begin) * padded, kDotLanes, tc * kDotLanes};
+            if (packed_w) w = {packed_w + c * padded, kDotLanes, tc * kDotLanes};
             k.tiles[tr - 1][tc - 1](x, w, in, dots + (c - col_begin), cols);
         }
         for (int i = 0; i < tr; ++i) {
@@ -164,6 +156,20 @@ inline void gemm_block(const F32KernelTable& k, const GemmProblem& p, std::int64
                        p.y + row * p.y_stride + col_begin);
         }
     }
+}
+
+// Copies all of W into packed panels of k.tile_cols rows, panel c / k.tile_cols at
+// out + c * padded, with `threads` threads.
+inline void pack_weights(const F32KernelTable& k, const GemmProblem& p, float* out, int threads) {
+    const std::int64_t in = p.in_features;
+    const std::int64_t padded = tile_count(in, kDotLanes) * kDotLanes;
+    parallel_for(
+        tile_count(p.out_features, k.tile_cols),
+        [&](std::int64_t panel, int) {
+            const std::int64_t c = panel * k.tile_cols;
+            pack_rows(p.w + c * in, std::min<std::int64_t>(k.tile_cols, p.out_features - c), in, in, out + c * padded);
+        },
+        threads);
 }
 
 inline void gemm_f32_with(const F32KernelTable& k, const float* x, std::int64_t rows, std::int64_t x_stride,
@@ -177,6 +183,14 @@ inline void gemm_f32_with(const F32KernelTable& k, const float* x, std::int64_t 
     const std::int64_t chunk_rows = tile_count(tile_count(rows, row_chunks), k.tile_rows) * k.tile_rows;
     const int threads = threads_for_work(rows * out_features * std::max<std::int64_t>(1, in_features));
 
+    // W is packed once per call, into the calling thread's buffer, which the workers then read.
+    float* packed_w = nullptr;
+    if (rows >= kGemmStreamRows && in_features >= kGemmPackLength) {
+        const std::int64_t padded = tile_count(in_features, kDotLanes) * kDotLanes;
+        packed_w = packing_buffer(static_cast<std::size_t>(tile_count(out_features, k.tile_cols) * k.tile_cols * padded));
+        pack_weights(k, problem, packed_w, threads);
+    }
+
     // Task t covers column block t / row_chunks and row chunk t % row_chunks, so that each
     // thread of the static schedule reads its own part of W.
     parallel_for(
@@ -184,7 +198,7 @@ inline void gemm_f32_with(const F32KernelTable& k, const float* x, std::int64_t 
         [&](std::int64_t task, int) {
             const std::int64_t col_begin = task / row_chunks * block_cols;
             const std::int64_t row_begin = task % row_chunks * chunk_rows;
-            gemm_block(k, problem, row_begin, std::min(rows, row_begin + chunk_rows), col_begin,
+            gemm_block(k, problem, packed_w, row_begin, std::min(rows, row_begin + chunk_rows), col_begin,
                        std::min(out_features, col_begin + block_cols));
         },
         threads);
