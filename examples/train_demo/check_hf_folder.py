@@ -6,7 +6,7 @@ The folder's task comes from the tensor names: `text_decoder` alone is a caption
 Every tensor of model.safetensors must fill a module parameter or buffer, and every
 parameter must be present, so a renamed or missing tensor fails loudly.
 
-    python3 check_hf_folder.py ../../build-demo/hf/caption ../images/demo_scene_1.png
+    python3 check_hf_folder.py ../../build-demo/hf/caption ../images/shapes_one.png
     python3 check_hf_folder.py ../../build-demo/hf/vqa IMAGE --question "how many shapes are there?"
     python3 check_hf_folder.py ../../build-demo/hf/itm IMAGE --text "a big red circle"
 """

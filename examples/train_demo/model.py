@@ -10,7 +10,7 @@ encoder states are given) and a feed-forward block. GELU is the exact (erf) form
 -10000, and the LM head applies dense + GELU + LayerNorm before a decoder that is tied to
 the word embeddings.
 
-This file also holds the small tokenizer and the safetensors reader and writer that the
+This file also contains the small tokenizer and the safetensors reader and writer that the
 training script and `check_hf_folder.py` share.
 """
 
@@ -147,15 +147,20 @@ class BlipTextSelfAttention(nn.Module):
         batch, length, width = x.shape
         return x.view(batch, length, self.heads, width // self.heads).permute(0, 2, 1, 3)
 
-    def forward(self, hidden, mask, source=None):
+    def forward(self, hidden, mask, source=None, source_repeat=1):
         """Attend from hidden to source (to hidden itself when source is None).
 
-        mask is additive and broadcasts to [batch, heads, queries, keys].
+        mask is additive and broadcasts to [batch, heads, queries, keys]. With source_repeat
+        k, source row i serves hidden rows i * k to i * k + k - 1. That equals repeating the
+        source rows, but computes each key and value once.
         """
         keys_from = hidden if source is None else source
         query = self._split(self.query(hidden))
         key = self._split(self.key(keys_from))
         value = self._split(self.value(keys_from))
+        if source_repeat > 1:
+            key = key.repeat_interleave(source_repeat, dim=0)
+            value = value.repeat_interleave(source_repeat, dim=0)
         scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.shape[-1])
         if mask is not None:
             scores = scores + mask
@@ -179,8 +184,8 @@ class BlipTextAttention(nn.Module):
         self.self = BlipTextSelfAttention(cfg, is_cross_attention)
         self.output = BlipTextSelfOutput(cfg)
 
-    def forward(self, hidden, mask, source=None):
-        return self.output(self.self(hidden, mask, source), hidden)
+    def forward(self, hidden, mask, source=None, source_repeat=1):
+        return self.output(self.self(hidden, mask, source, source_repeat), hidden)
 
 
 class BlipTextIntermediate(nn.Module):
@@ -210,10 +215,10 @@ class BlipTextLayer(nn.Module):
         self.intermediate = BlipTextIntermediate(cfg)
         self.output = BlipTextOutput(cfg)
 
-    def forward(self, hidden, mask, encoder_states=None, encoder_mask=None):
+    def forward(self, hidden, mask, encoder_states=None, encoder_mask=None, encoder_repeat=1):
         hidden = self.attention(hidden, mask)
         if encoder_states is not None:
-            hidden = self.crossattention(hidden, encoder_mask, encoder_states)
+            hidden = self.crossattention(hidden, encoder_mask, encoder_states, encoder_repeat)
         return self.output(self.intermediate(hidden), hidden)
 
 
@@ -222,9 +227,9 @@ class BlipTextEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([BlipTextLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
 
-    def forward(self, hidden, mask, encoder_states=None, encoder_mask=None):
+    def forward(self, hidden, mask, encoder_states=None, encoder_mask=None, encoder_repeat=1):
         for layer in self.layer:
-            hidden = layer(hidden, mask, encoder_states, encoder_mask)
+            hidden = layer(hidden, mask, encoder_states, encoder_mask, encoder_repeat)
         return hidden
 
 
@@ -247,15 +252,19 @@ class BlipTextModel(nn.Module):
         self.embeddings = BlipTextEmbeddings(cfg)
         self.encoder = BlipTextEncoder(cfg)
 
-    def forward(self, input_ids, attention_mask=None, encoder_states=None, encoder_mask=None, is_decoder=False):
-        """Return the last hidden state. Cross-attention runs only when encoder_states is given."""
+    def forward(self, input_ids, attention_mask=None, encoder_states=None, encoder_mask=None, is_decoder=False,
+                encoder_repeat=1):
+        """Return the last hidden state. Cross-attention runs only when encoder_states is given.
+
+        With encoder_repeat k, text rows i * k to i * k + k - 1 cross-attend to encoder row i.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         mask = additive_mask(attention_mask, is_decoder)
         cross_mask = None
         if encoder_states is not None and encoder_mask is not None:
             cross_mask = additive_mask(encoder_mask, False)
-        return self.encoder(self.embeddings(input_ids), mask, encoder_states, cross_mask)
+        return self.encoder(self.embeddings(input_ids), mask, encoder_states, cross_mask, encoder_repeat)
 
 
 class BlipTextPredictionHeadTransform(nn.Module):

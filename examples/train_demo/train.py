@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Train a small BLIP on procedural shape scenes and export three Hugging Face folders.
 
-One model is trained with BLIP's objectives at once: a vision transformer shared by all
-tasks; a text encoder used unimodally for image-text contrastive learning (ITC, first
-token [CLS]) and image-grounded for image-text matching (ITM) and for encoding questions
-(first token [ENC]); a caption decoder that cross-attends to the image; an answer decoder
-that cross-attends to the encoded question. The export writes
+One model is trained with all of BLIP's objectives at once. Its parts:
+- a vision transformer that every task shares;
+- a text encoder, used unimodally for image-text contrastive learning (ITC, first token
+  [CLS]) and image-grounded for image-text matching (ITM) and for encoding questions
+  (first token [ENC]);
+- a caption decoder that cross-attends to the image;
+- an answer decoder that cross-attends to the encoded question.
+
+The first steps train only the vision tower, through two training-only heads. The export
+writes
 
     OUT/caption  BlipForConditionalGeneration  vision_model + text_decoder (caption decoder)
     OUT/vqa      BlipForQuestionAnswering      vision_model + text_encoder + text_decoder (answer decoder)
     OUT/itm      BlipForImageTextRetrieval     vision_model + text_encoder + vision_proj, text_proj, itm_head
 
 each with config.json, model.safetensors, the tokenizer files and preprocessor_config.json.
-Training data is drawn on the fly by scenes.py from a seeded generator, so a run is
+scenes.py draws the training data on the fly from seeded generators, so a run is
 repeatable. The held-out test set (scenes.py --seed TEST_SEED) uses a seed that training
 never uses. Example:
 
@@ -27,8 +32,8 @@ import random
 import sys
 import time
 
-# Threads that spin while waiting for work slow training down on a machine shared with
-# other jobs; this must be set before torch starts its OpenMP runtime.
+# OpenMP threads that spin while they wait for work slow training down on a machine shared
+# with other jobs. The setting must be made before torch starts its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
@@ -47,8 +52,9 @@ from model import (  # noqa: E402
     save_safetensors,
 )
 
-SEED = 1234  # model initialization and training data; scenes come from Random(SEED * 1_000_003 + step)
-TEST_SEED = 90210  # the committed held-out test set; training never draws with it
+# Seed of the initial weights. The scenes of training step i come from Random(SEED * 1_000_003 + i).
+SEED = 1234
+TEST_SEED = 90210  # seed of the committed held-out test set, which training never draws with
 
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -75,7 +81,7 @@ TEXT_CONFIG = {
     "num_attention_heads": 4,
     "num_hidden_layers": 2,
     "max_position_embeddings": 64,
-    "encoder_hidden_size": 96,  # vision width; the VQA answer decoder also reads 96-wide question states
+    "encoder_hidden_size": 96,  # the vision width, and the width of the question states that the answer decoder reads
     "layer_norm_eps": 1e-12,
     "pad_token_id": PAD_ID,
     "bos_token_id": DEC_ID,
@@ -87,10 +93,10 @@ EMBED_DIM = 64  # ITC projection width (image_text_hidden_size)
 # Share of multimodal inputs (ITM pairs, VQA questions) that start with [CLS] instead of
 # [ENC], so the model also works when a caller keeps the tokenizer's [CLS].
 CLS_SHARE = 0.25
-QUESTIONS_PER_IMAGE = 2
+QUESTIONS_PER_IMAGE = 4
 PATCH_CLASSES = (len(scenes.KINDS) + 1, len(scenes.COLOURS) + 1, len(scenes.SIZES) + 1)  # 0 = background
 PATCH_MIN_PIXELS = 26  # a patch is labelled with a shape that covers at least this many of its 256 pixels
-QUESTION_WEIGHTS = {"colour": 0.3, "count": 0.15, "shape": 0.25, "size": 0.15, "exists": 0.15}
+QUESTION_WEIGHTS = {"colour": 0.35, "count": 0.1, "shape": 0.3, "size": 0.1, "exists": 0.15}
 PAIRS = [(kind, colour) for kind in sorted(scenes.KINDS) for colour in sorted(scenes.COLOURS)]
 
 
@@ -264,11 +270,11 @@ def losses(model, batch, vision_only=False):
     itc = -0.5 * ((F.log_softmax(sim, 1) * targets).sum(1).mean() + (F.log_softmax(sim.t(), 1) * targets).sum(1).mean())
 
     ids, mask = batch["itm"]
-    states = model.text_encoder(ids, mask, image.repeat_interleave(2, dim=0))
+    states = model.text_encoder(ids, mask, image, encoder_repeat=2)
     itm = F.cross_entropy(model.itm_head(states[:, 0]), batch["itm_labels"])
 
     ids, mask = batch["question"]
-    question = model.text_encoder(ids, mask, image.repeat_interleave(ids.shape[0] // size, dim=0))
+    question = model.text_encoder(ids, mask, image, encoder_repeat=ids.shape[0] // size)
     answer_ids, answer_mask = batch["answer"]
     vqa = lm_loss(model.answer_decoder(answer_ids, answer_mask, question, mask), answer_ids)
 
@@ -311,8 +317,8 @@ def train(model, tokenizer, vision_steps, steps, batch_size, peak_lr, log_every)
         if (step + 1) % log_every == 0 or step + 1 == steps or step + 1 == vision_steps:
             elapsed = time.time() - start
             cpu = time.process_time() - cpu_start
-            shown = " ".join(f"{k} {v / counted:.3f}" for k, v in running.items())
-            print(f"step {step + 1}/{steps} {elapsed:.0f}s (cpu {cpu:.0f}s) lr {optimizer.param_groups[0]['lr']:.2e} {shown}",
+            averages = " ".join(f"{k} {v / counted:.3f}" for k, v in running.items())
+            print(f"step {step + 1}/{steps} {elapsed:.0f}s (cpu {cpu:.0f}s) lr {optimizer.param_groups[0]['lr']:.2e} {averages}",
                   flush=True)
             running, counted = {}, 0
     return time.time() - start, time.process_time() - cpu_start
@@ -503,7 +509,7 @@ def main():
     parser = argparse.ArgumentParser(description="Train the demo BLIP and export Hugging Face folders.")
     parser.add_argument("--out", required=True, help="folder that receives caption/, vqa/ and itm/")
     parser.add_argument("--testset", help="held-out test set folder (scenes.py output) to evaluate on")
-    parser.add_argument("--steps", type=int, default=1600, help="optimizer steps in all (default 1600)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps in all (default 2000)")
     parser.add_argument("--vision-steps", type=int, default=500,
                         help="first steps that train only the vision tower and its heads (default 500)")
     parser.add_argument("--batch", type=int, default=64, help="scenes per step (default 64)")
