@@ -104,12 +104,20 @@ inline std::int64_t gemm_block_cols(const F32KernelTable& k, std::int64_t in_fea
     return std::clamp(fitting / tile * tile, tile, limit);
 }
 
-// Per-thread buffer for packed panels; it grows to the largest request and is kept for later
-// calls.
+// Returns the first address in `buffer` aligned to 64 bytes (a cache line, one AVX-512 load),
+// after growing it to hold `floats` floats from there. Loads that cross cache lines cost two.
+inline float* aligned_floats(std::vector<float>& buffer, std::size_t floats) {
+    constexpr std::size_t kLineFloats = 16;
+    if (buffer.size() < floats + kLineFloats) buffer.resize(floats + kLineFloats);
+    const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
+    return buffer.data() + (64 - address % 64) % 64 / sizeof(float);
+}
+
+// Per-thread buffer for packed panels, aligned to 64 bytes; it grows to the largest request
+// and is kept for later calls.
 inline float* packing_buffer(std::size_t floats) {
     thread_local std::vector<float> buffer;
-    if (buffer.size() < floats) buffer.resize(floats);
-    return buffer.data();
+    return aligned_floats(buffer, floats);
 }
 
 // Copies `rows` rows of `count` elements (row stride `stride`) into the packed layout of

@@ -192,6 +192,47 @@ BLIP_F32_AVX2 inline void scores(const float* query, std::int64_t query_stride, 
         }
 }
 
+// Transposed-key scores of up to 4 query rows (rows past `rows` repeat the last one) with
+// `Blocks` (1..2) blocks of 8 keys from key `first`: one multiply-add chain per score.
+template <int Blocks>
+BLIP_F32_AVX2 inline void transposed_scores_block(const float* const* q, int rows, const float* keys_t,
+                                                  std::int64_t keys_t_stride, std::int64_t first, std::int64_t count,
+                                                  std::int64_t dim, float* out, std::int64_t out_stride) {
+    __m256i masks[Blocks];
+    for (int b = 0; b < Blocks; ++b) masks[b] = first_lanes(count - first - 8 * b);
+    __m256 acc[4][Blocks];
+    for (int i = 0; i < 4; ++i)
+        for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm256_setzero_ps();
+    if (dim <= 0) {  // a loop that may run zero times keeps acc in memory (see the Avx512 level)
+        for (int i = 0; i < rows; ++i)
+            for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + first + 8 * b, masks[b], acc[i][b]);
+        return;
+    }
+    for (std::int64_t d = 0; d < dim; ++d) {
+        __m256 k[Blocks];
+        for (int b = 0; b < Blocks; ++b) k[b] = _mm256_maskload_ps(keys_t + d * keys_t_stride + first + 8 * b, masks[b]);
+        for (int i = 0; i < 4; ++i) {
+            const __m256 qv = _mm256_set1_ps(q[i][d]);
+            for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm256_fmadd_ps(qv, k[b], acc[i][b]);
+        }
+    }
+    for (int i = 0; i < rows; ++i)
+        for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + first + 8 * b, masks[b], acc[i][b]);
+}
+
+BLIP_F32_AVX2 inline void transposed_scores(const float* query, std::int64_t query_stride, int rows,
+                                            const float* keys_t, std::int64_t keys_t_stride, std::int64_t count,
+                                            std::int64_t dim, float* out, std::int64_t out_stride) {
+    const float* q[4];
+    for (int i = 0; i < 4; ++i) q[i] = query + (i < rows ? i : rows - 1) * query_stride;
+    for (std::int64_t j = 0; j < count; j += 16) {
+        if (count - j > 8)
+            transposed_scores_block<2>(q, rows, keys_t, keys_t_stride, j, count, dim, out, out_stride);
+        else
+            transposed_scores_block<1>(q, rows, keys_t, keys_t_stride, j, count, dim, out, out_stride);
+    }
+}
+
 BLIP_F32_AVX2 inline void softmax(float* scores, std::int64_t count, float scale, bool divide, const float* bias) {
     if (count <= 0) return;
     const __m256 scale_vector = _mm256_set1_ps(scale);
@@ -298,6 +339,7 @@ inline void install(F32KernelTable& table) {
     table.fused = true;
     table.epilogue = epilogue;
     table.scores = scores;
+    table.transposed_scores = transposed_scores;
     table.softmax = softmax;
     table.weighted_sum = weighted_sum;
 }

@@ -263,6 +263,53 @@ BLIP_F32_AVX512 inline void scores(const float* query, std::int64_t query_stride
         scores_4rows(query, query_stride, rows, keys, key_stride, count, dim, out, out_stride);
 }
 
+// Transposed-key scores of up to 4 query rows (rows past `rows` repeat the last one) with
+// `Blocks` (1..4) blocks of 16 keys from key `first`: one multiply-add chain per score.
+template <int Blocks>
+BLIP_F32_AVX512 inline void transposed_scores_block(const float* const* q, int rows, const float* keys_t,
+                                                    std::int64_t keys_t_stride, std::int64_t first,
+                                                    std::int64_t count, std::int64_t dim, float* out,
+                                                    std::int64_t out_stride) {
+    __mmask16 masks[Blocks];
+    for (int b = 0; b < Blocks; ++b) masks[b] = first_lanes(count - first - 16 * b);
+    __m512 acc[4][Blocks];
+    for (int i = 0; i < 4; ++i)
+        for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm512_setzero_ps();
+    if (dim <= 0) {  // a loop that may run zero times keeps acc in memory (see Accumulators16)
+        for (int i = 0; i < rows; ++i)
+            for (int b = 0; b < Blocks; ++b) _mm512_mask_storeu_ps(out + i * out_stride + first + 16 * b, masks[b], acc[i][b]);
+        return;
+    }
+    for (std::int64_t d = 0; d < dim; ++d) {
+        __m512 k[Blocks];
+        for (int b = 0; b < Blocks; ++b) k[b] = _mm512_maskz_loadu_ps(masks[b], keys_t + d * keys_t_stride + first + 16 * b);
+        for (int i = 0; i < 4; ++i) {
+            const __m512 qv = _mm512_set1_ps(q[i][d]);
+            for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm512_fmadd_ps(qv, k[b], acc[i][b]);
+        }
+    }
+    for (int i = 0; i < rows; ++i)
+        for (int b = 0; b < Blocks; ++b) _mm512_mask_storeu_ps(out + i * out_stride + first + 16 * b, masks[b], acc[i][b]);
+}
+
+BLIP_F32_AVX512 inline void transposed_scores(const float* query, std::int64_t query_stride, int rows,
+                                              const float* keys_t, std::int64_t keys_t_stride, std::int64_t count,
+                                              std::int64_t dim, float* out, std::int64_t out_stride) {
+    const float* q[4];
+    for (int i = 0; i < 4; ++i) q[i] = query + (i < rows ? i : rows - 1) * query_stride;
+    // 64 keys (4 registers per row) at a time.
+    for (std::int64_t j = 0; j < count; j += 64) {
+        const std::int64_t left = count - j;
+        const int blocks = left >= 64 ? 4 : static_cast<int>((left + 15) / 16);
+        switch (blocks) {
+            case 1: transposed_scores_block<1>(q, rows, keys_t, keys_t_stride, j, count, dim, out, out_stride); break;
+            case 2: transposed_scores_block<2>(q, rows, keys_t, keys_t_stride, j, count, dim, out, out_stride); break;
+            case 3: transposed_scores_block<3>(q, rows, keys_t, keys_t_stride, j, count, dim, out, out_stride); break;
+            default: transposed_scores_block<4>(q, rows, keys_t, keys_t_stride, j, count, dim, out, out_stride); break;
+        }
+    }
+}
+
 // The low or high 8 floats of `v`, widened to double.
 BLIP_F32_AVX512 inline __m512d widen_half(__m512 v, int half) {
     const __m512d halves = _mm512_castps_pd(v);
@@ -375,6 +422,7 @@ inline void install(F32KernelTable& table) {
     table.fused = true;
     table.epilogue = epilogue;
     table.scores = scores;
+    table.transposed_scores = transposed_scores;
     table.softmax = softmax;
     table.weighted_sum = weighted_sum;
 }

@@ -52,6 +52,14 @@ using ScoresKernel = void (*)(const float* query, std::int64_t query_stride, int
                               std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* scores,
                               std::int64_t scores_stride);
 
+// Attention scores of `rows` (at most kAttentionRows) query rows from keys stored transposed:
+// key j's element d at keys_t[d * keys_t_stride + j]. Each score is one multiply-add chain in
+// increasing d, scores[i * scores_stride + j] = sum over d of query[i * query_stride + d] *
+// keys_t[d * keys_t_stride + j], so these scores round differently from ScoresKernel's.
+using TransposedScoresKernel = void (*)(const float* query, std::int64_t query_stride, int rows, const float* keys_t,
+                                        std::int64_t keys_t_stride, std::int64_t count, std::int64_t dim,
+                                        float* scores, std::int64_t scores_stride);
+
 // Scales `count` scores (divided by `scale` when `divide`, else multiplied by it), adds the
 // optional per-key bias and replaces them by their softmax, as softmax_row_reference.
 using SoftmaxKernel = void (*)(float* scores, std::int64_t count, float scale, bool divide, const float* bias);
@@ -72,6 +80,7 @@ struct F32KernelTable {
     DotTile tiles[kMaxTileRows][kMaxTileCols] = {};  // tiles[r - 1][c - 1] for r <= tile_rows, c <= tile_cols
     EpilogueKernel epilogue = nullptr;
     ScoresKernel scores = nullptr;
+    TransposedScoresKernel transposed_scores = nullptr;
     SoftmaxKernel softmax = nullptr;
     WeightedSumKernel weighted_sum = nullptr;
 };
@@ -114,6 +123,19 @@ inline void scores_reference(const float* query, std::int64_t query_stride, int 
     for (int i = 0; i < rows; ++i)
         for (std::int64_t j = 0; j < count; ++j)
             scores[i * scores_stride + j] = dot_reference<Fused>(query + i * query_stride, keys + j * key_stride, dim);
+}
+
+template <bool Fused>
+inline void transposed_scores_reference(const float* query, std::int64_t query_stride, int rows, const float* keys_t,
+                                        std::int64_t keys_t_stride, std::int64_t count, std::int64_t dim,
+                                        float* scores, std::int64_t scores_stride) {
+    for (int i = 0; i < rows; ++i)
+        for (std::int64_t j = 0; j < count; ++j) {
+            float sum = 0.0f;
+            for (std::int64_t d = 0; d < dim; ++d)
+                sum = multiply_add<Fused>(query[i * query_stride + d], keys_t[d * keys_t_stride + j], sum);
+            scores[i * scores_stride + j] = sum;
+        }
 }
 
 // Sums 16 double lanes in the halving order of reduce_lanes16.
@@ -170,6 +192,7 @@ inline void weighted_sum_reference(const float* p, std::int64_t p_stride, int ro
 template <bool Fused>
 inline void install_attention_references(F32KernelTable& table) {
     table.scores = scores_reference<Fused>;
+    table.transposed_scores = transposed_scores_reference<Fused>;
     table.softmax = softmax_row_reference<Fused>;
     table.weighted_sum = weighted_sum_reference<Fused>;
 }

