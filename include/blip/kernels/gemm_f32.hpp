@@ -51,6 +51,10 @@ inline constexpr std::int64_t kGemmMaxRowChunk = 192;
 // sequential stream. Measured on Zen 4 over the base decoder's 492 MB of f32 weights: 1 W row
 // per tile reaches the speed of a plain streaming read, 5 rows per tile about 60% of it.
 inline constexpr std::int64_t kGemmStreamRows = 8;
+// Work units (threads_for_work counts one per multiply-add of compute-bound code) per weight of
+// a streaming product. Such a product waits on memory: a 768 x 768 f32 matrix takes about
+// 0.1 ms to read, far longer than its 0.6 M multiply-adds suggest, so two threads pay off.
+inline constexpr std::int64_t kStreamWorkPerWeight = 16;
 // Products with more rows and rows of at least kGemmPackLength elements first copy W into
 // packed panels, once per call (see TileOperand). A packed panel is one sequential stream
 // instead of one per W row, and it avoids the L1 set conflicts of rows whose stride is a
@@ -81,8 +85,22 @@ inline const F32KernelTable& f32_kernels_for_level(quant::CpuLevel level) {
     return tables[static_cast<int>(level)];
 }
 
-// The kernels of quant::active_cpu_level() (the detected level, or lower with BLIP_CPU).
-inline const F32KernelTable& active_f32_kernels() { return f32_kernels_for_level(quant::active_cpu_level()); }
+// Starts the OpenMP worker threads (num_threads() of them) with an empty parallel loop.
+// libgomp allocates a team when it first starts one, so doing it here, once, keeps that
+// allocation out of a decoding loop whose first products would otherwise start the team.
+inline void start_worker_threads() {
+    parallel_for(num_threads(), [](std::int64_t, int) {});
+}
+
+// The kernels of quant::active_cpu_level() (the detected level, or lower with BLIP_CPU). The
+// first call also starts the worker threads.
+inline const F32KernelTable& active_f32_kernels() {
+    static const F32KernelTable& table = [] () -> const F32KernelTable& {
+        start_worker_threads();
+        return f32_kernels_for_level(quant::active_cpu_level());
+    }();
+    return table;
+}
 
 struct GemmProblem {
     const float* x;
@@ -189,7 +207,8 @@ inline void gemm_f32_with(const F32KernelTable& k, const float* x, std::int64_t 
     const std::int64_t col_blocks = tile_count(out_features, block_cols);
     const std::int64_t row_chunks = tile_count(rows, kGemmMaxRowChunk);
     const std::int64_t chunk_rows = tile_count(tile_count(rows, row_chunks), k.tile_rows) * k.tile_rows;
-    const int threads = threads_for_work(rows * out_features * std::max<std::int64_t>(1, in_features));
+    const std::int64_t weights = out_features * std::max<std::int64_t>(1, in_features);
+    const int threads = threads_for_work(rows < kGemmStreamRows ? kStreamWorkPerWeight * weights : rows * weights);
 
     // W is packed once per call, into the calling thread's buffer, which the workers then read.
     float* packed_w = nullptr;

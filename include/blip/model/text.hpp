@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "blip/core/error.hpp"
@@ -55,6 +56,9 @@ struct TextWorkspace {
     std::vector<float> transformed;   // [rows, hidden]: after the LM head's transform
     std::vector<float> logits;        // [rows, vocab]
     std::vector<float> scratch;       // attention scores, one tile per worker
+    // First row of each group of consecutive rows that read the same cross-attention
+    // source, then the row count: [groups + 1], at most rows + 1 entries.
+    std::vector<std::int64_t> source_group_first;
 };
 
 // Everything that changes while a set of rows is decoded: the caches, the cross-attention
@@ -212,28 +216,37 @@ struct BlipTextOutput {
 
 namespace detail {
 
-// Runs one attention problem per row, `args_of(row)`, each with `step` query rows and at
-// most `max_keys` keys, in one parallel loop over rows, heads and query tiles.
+// Runs `problems` attention problems, `args_of(problem)`, each with at most
+// `max_query_rows` query rows (`query_rows` in all) and at most `max_keys` keys, in one
+// parallel loop over problems, heads and query tiles.
 template <class ArgsOf>
-void attention_per_row(std::int64_t rows, std::int64_t step, std::int64_t heads, std::int64_t head_dim,
-                       std::int64_t max_keys, std::vector<float>& scratch, ArgsOf&& args_of) {
+void attention_problems(std::int64_t problems, std::int64_t max_query_rows, std::int64_t query_rows,
+                        std::int64_t heads, std::int64_t head_dim, std::int64_t max_keys, std::vector<float>& scratch,
+                        ArgsOf&& args_of) {
     const std::int64_t per_worker = std::max<std::int64_t>(1, kernels::attention_scratch_floats(max_keys));
     const std::int64_t workers = static_cast<std::int64_t>(scratch.size()) / per_worker;
     if (workers < 1) throw Error("text model: attention scratch is too small for " + std::to_string(max_keys) + " keys");
-    const std::int64_t work = rows * heads * step * max_keys * (2 * head_dim + 20);
-    const std::int64_t tiles = tile_count(step, kernels::kAttentionQueryTile);
+    const std::int64_t work = heads * query_rows * max_keys * (2 * head_dim + 20);
+    const std::int64_t tiles = tile_count(max_query_rows, kernels::kAttentionQueryTile);
     kernels::detail::keep_eigen_serial();
     parallel_for(
-        rows * heads * tiles,
+        problems * heads * tiles,
         [&](std::int64_t task, int worker) {
-            const std::int64_t row = task / (heads * tiles);
+            const kernels::AttentionArgs args = args_of(task / (heads * tiles));
             const std::int64_t head = (task / tiles) % heads;
             const std::int64_t begin = (task % tiles) * kernels::kAttentionQueryTile;
-            const std::int64_t end = std::min(step, begin + kernels::kAttentionQueryTile);
-            const kernels::AttentionArgs args = args_of(row);
-            kernels::attend(args, head, begin, end, scratch.data() + worker * per_worker);
+            const std::int64_t end = std::min(args.query_rows, begin + kernels::kAttentionQueryTile);
+            if (begin < end) kernels::attend(args, head, begin, end, scratch.data() + worker * per_worker);
         },
         static_cast<int>(std::min<std::int64_t>(workers, threads_for_work(work))));
+}
+
+// Runs one attention problem per row, `args_of(row)`, each with `step` query rows and at
+// most `max_keys` keys.
+template <class ArgsOf>
+void attention_per_row(std::int64_t rows, std::int64_t step, std::int64_t heads, std::int64_t head_dim,
+                       std::int64_t max_keys, std::vector<float>& scratch, ArgsOf&& args_of) {
+    attention_problems(rows, step, rows * step, heads, head_dim, max_keys, scratch, std::forward<ArgsOf>(args_of));
 }
 
 }  // namespace detail
@@ -329,11 +342,31 @@ private:
         const CrossAttentionCache& cross = state.cross_cache;
 
         self.query.forward(work.hidden.data(), tokens, work.query.data());
-        const auto args_of = [&](std::int64_t row) {
+
+        // Consecutive rows that read the same source (the beams of one image) form one
+        // problem, whose queries are contiguous because cross-attention has no causal mask.
+        // The source's keys and values are then read once per step for all of them. Each
+        // query row still gets the bits it gets alone (see kernels::attend).
+        std::vector<std::int64_t>& first = work.source_group_first;
+        std::int64_t groups = 0;
+        std::int64_t largest = 0;
+        for (std::int64_t row = 0; row < rows; ++row) {
+            if (row > 0 && state.row_source[static_cast<std::size_t>(row)] ==
+                               state.row_source[static_cast<std::size_t>(row - 1)])
+                continue;
+            first[static_cast<std::size_t>(groups)] = row;
+            if (groups > 0) largest = std::max(largest, row - first[static_cast<std::size_t>(groups - 1)]);
+            ++groups;
+        }
+        first[static_cast<std::size_t>(groups)] = rows;
+        largest = std::max(largest, rows - first[static_cast<std::size_t>(groups - 1)]);
+
+        const auto args_of = [&](std::int64_t group) {
+            const std::int64_t row = first[static_cast<std::size_t>(group)];
             const std::int64_t source = state.row_source[static_cast<std::size_t>(row)];
             kernels::AttentionArgs args;
             args.query = work.query.data() + row * step * width;
-            args.query_rows = step;
+            args.query_rows = (first[static_cast<std::size_t>(group + 1)] - row) * step;
             args.query_stride = width;
             args.key = cross.keys(index, source);
             args.value = cross.values(index, source);
@@ -347,7 +380,8 @@ private:
             args.output_stride = width;
             return args;
         };
-        detail::attention_per_row(rows, step, self.heads, self.head_dim, cross.tokens(), work.scratch, args_of);
+        detail::attention_problems(groups, largest * step, tokens, self.heads, self.head_dim, cross.tokens(),
+                                   work.scratch, args_of);
         crossattention.output.forward(work.context.data(), tokens, work.hidden.data(), work.projected.data());
     }
 };
@@ -402,6 +436,7 @@ struct BlipTextModel {
         work.last_hidden.resize(floats(size.rows * width));
         work.transformed.resize(floats(size.rows * width));
         work.logits.resize(floats(size.rows * config.vocab_size));
+        work.source_group_first.resize(floats(size.rows + 1));
         const std::int64_t max_keys = std::max(size.capacity, size.source_tokens);
         work.scratch.resize(floats(kernels::attention_scratch_floats(max_keys) * num_threads()));
         return state;

@@ -322,7 +322,7 @@ inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weig
         return;
     }
     if (type == DType::Q8_0 && k.level == CpuLevel::Avx512Vnni && rows <= vnni::kGemvMaxRows) {
-        vnni::gemv_q8_0(weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y, threads);
+        vnni::gemv_q8_0(weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y);
         return;
     }
 #endif

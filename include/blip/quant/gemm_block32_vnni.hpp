@@ -293,6 +293,9 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
 inline constexpr int kGemvMaxRows = 4;
 // Weight rows per task of gemv_q8_0. Any split gives the same results.
 inline constexpr std::int64_t kGemvTaskRows = 64;
+// Work units per weight for threads_for_work: the product waits on memory, like the f32
+// streaming products (kernels::detail::kStreamWorkPerWeight).
+inline constexpr std::int64_t kGemvWorkPerWeight = 16;
 
 // Sums the 8 int32 lanes of each of 8 vectors: lane j of the result is the sum of v[j]. The
 // sums are exact integers, so any order gives the same result.
@@ -359,7 +362,8 @@ BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_
 // y[r * out_features + o] for r < rows (at most kGemvMaxRows), reading the q8_0 weights in
 // place, one weight row after another, so that the memory-bound product streams W once.
 inline void gemv_q8_0(const std::uint8_t* weights, std::size_t stride, std::int64_t out_features,
-                      std::int64_t in_features, const Act32Row* act, std::int64_t rows, float* y, int threads) {
+                      std::int64_t in_features, const Act32Row* act, std::int64_t rows, float* y) {
+    const int threads = threads_for_work(kGemvWorkPerWeight * out_features * in_features);
     const std::int64_t blocks = in_features / kActBlock32;
     std::vector<std::uint8_t>& unsigned_x = unsigned_activations();
     unsigned_x.resize(static_cast<std::size_t>(rows * in_features));
