@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -57,6 +58,16 @@ constexpr const char* kItmText = "two cats lying on a couch";
 constexpr std::size_t kItmLength = 35;  // ITM text length after padding
 constexpr const char* kVqaQuestion = "what is in the picture ?";
 constexpr int kVqaAnswerTokens = 9;  // generate(max_length=10) without [SEP] ending it
+// The whole-caption stage: load, decode a JPEG, preprocess, vision and this many greedy tokens.
+constexpr int kWholeCaptionTokens = 20;
+// The long-sequence stage decodes this many tokens and compares the mean step time of the
+// first kLongDecodeWindow steps with that of the last kLongDecodeWindow steps.
+constexpr int kLongDecodeTokens = 64;
+constexpr int kLongDecodeWindow = 8;
+// The batch stage captions these golden images one at a time and as one batch. They are
+// different files (some are variants of cats.png), each resized to 384x384.
+constexpr const char* kBatchImageFiles[] = {"cats.png",      "bike.jpg",  "coco4016.png",    "exact_384.png",
+                                            "gray.jpg",      "rgba.png",  "progressive.jpg", "palette.png"};
 
 struct Options {
     std::vector<std::string> models = {"base"};
@@ -70,6 +81,7 @@ struct Options {
     std::string output_path;
     std::string work_dir;  // empty: a new temporary folder, removed at the end
     std::string image;
+    std::string jpeg;
     bool limits_only = false;
     // Set only in the child processes that the parent starts.
     std::string child_file;
@@ -93,6 +105,7 @@ measured FMA and memory-bandwidth limits.
   --beam-runs N        beam searches per thread count, without warm-up; median (default 1)
   --tokens N           greedy tokens per run; [SEP] does not stop them (default 30)
   --image PATH         image to decode and preprocess (default the golden images/cats.png)
+  --jpeg PATH          JPEG of the whole-caption stage (default the golden images/bike.jpg)
   --work-dir DIR       folder for the generated model files, which later runs with the same
                        folder reuse (delete them after changing how the library stores
                        weights); default a new temporary folder, removed at the end
@@ -152,6 +165,8 @@ Options parse_options(int argc, char** argv) {
             options.tokens = parse_positive(value(), arg);
         } else if (arg == "--image") {
             options.image = value();
+        } else if (arg == "--jpeg") {
+            options.jpeg = value();
         } else if (arg == "--work-dir") {
             options.work_dir = value();
         } else if (arg == "--json") {
@@ -182,6 +197,7 @@ Options parse_options(int argc, char** argv) {
     std::sort(options.threads.begin(), options.threads.end());
     options.threads.erase(std::unique(options.threads.begin(), options.threads.end()), options.threads.end());
     if (options.image.empty()) options.image = (blip_test::golden_dir() / "images" / "cats.png").string();
+    if (options.jpeg.empty()) options.jpeg = (blip_test::golden_dir() / "images" / "bike.jpg").string();
     return options;
 }
 
@@ -206,10 +222,27 @@ double median(std::vector<double> values) {
     return values.size() % 2 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
 }
 
+// Returns this process's peak RSS in MB, read from VmHWM in /proc/self/status, which
+// belongs to the process's own address space. ru_maxrss is wrong in the children because
+// posix_spawn starts them with vfork semantics, sharing the parent's memory until execve.
+// Linux carries the high-water mark of that memory into the child's ru_maxrss across execve,
+// so a child would report the parent's peak (the parent has just built a model file)
+// whenever that is larger. Falls back to ru_maxrss where /proc is missing.
 double peak_rss_mb() {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("VmHWM:", 0) != 0) continue;
+        return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // "VmHWM:   123456 kB"
+    }
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
     return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports kilobytes
+}
+
+double mean(const std::vector<double>& values, std::size_t begin, std::size_t end) {
+    double sum = 0.0;
+    for (std::size_t i = begin; i < end; ++i) sum += values[i];
+    return end > begin ? sum / static_cast<double>(end - begin) : 0.0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -252,6 +285,7 @@ struct GreedyResult {
     std::vector<std::int32_t> ids;  // [DEC] first
     double setup_seconds = 0.0;     // decoder state, including the cross-attention keys and values
     double step_seconds = 0.0;      // all decoder steps together
+    std::vector<double> each_step_seconds;  // one per step, argmax included
 };
 
 // Decodes exactly `tokens` tokens greedily; [SEP] does not end the sequence.
@@ -267,10 +301,13 @@ GreedyResult greedy_forced(const blip::BlipForConditionalGeneration& model, cons
     result.ids.push_back(model.config.tokens.bos);
     const auto steps_start = Clock::now();
     std::int32_t next = model.config.tokens.bos;
+    result.each_step_seconds.reserve(static_cast<std::size_t>(tokens));
     for (int i = 0; i < tokens; ++i) {
+        const auto step_start = Clock::now();
         const float* logits = model.text_decoder.decode(state, &next, 1);
         next = blip::argmax(logits, vocab);
         result.ids.push_back(next);
+        result.each_step_seconds.push_back(seconds_since(step_start));
     }
     result.step_seconds = seconds_since(steps_start);
     return result;
@@ -289,6 +326,111 @@ float max_abs_diff(const std::vector<float>& values, const std::vector<float>& r
     float diff = 0.0f;
     for (std::size_t i = 0; i < values.size(); ++i) diff = std::max(diff, std::abs(values[i] - reference[i]));
     return diff;
+}
+
+// Decodes kLongDecodeTokens tokens as greedy_forced does, `runs` times, and returns the mean
+// step time of the first and of the last kLongDecodeWindow steps (medians over the runs).
+// With the self-attention keys and values cached, a step only adds attention over the
+// cached tokens, so the two should be close.
+json time_long_decode(const blip::BlipForConditionalGeneration& model, const std::vector<float>& image_embeds,
+                      int runs) {
+    constexpr auto tokens = static_cast<std::size_t>(kLongDecodeTokens);
+    constexpr auto window = static_cast<std::size_t>(kLongDecodeWindow);
+    std::vector<double> first, last;
+    for (int run = 0; run < runs; ++run) {
+        const GreedyResult result = greedy_forced(model, image_embeds, kLongDecodeTokens);
+        first.push_back(mean(result.each_step_seconds, 0, window));
+        last.push_back(mean(result.each_step_seconds, tokens - window, tokens));
+    }
+    const double first_ms = median(first) * 1e3;
+    const double last_ms = median(last) * 1e3;
+    return {{"long_decode_tokens", kLongDecodeTokens},
+            {"long_decode_window", kLongDecodeWindow},
+            {"long_decode_first_steps_ms", first_ms},
+            {"long_decode_last_steps_ms", last_ms},
+            {"long_decode_step_ratio", last_ms / first_ms}};
+}
+
+// Captions the preprocessed images `pixels` with generate(max_length=30), greedy: one image
+// at a time (vision, then generate) and as one batch (vision per image, then generate_batch
+// over all the embeddings). Each way runs `runs` times without a warm-up. Returns the
+// images per second of the median run both ways, and whether the batch gave every image the
+// ids it got alone.
+json time_batch(const blip::BlipForConditionalGeneration& model, const std::vector<std::vector<float>>& pixels,
+                int runs) {
+    blip::GenerationConfig generation;
+    generation.max_length = kCaptionMaxLength;
+    const std::size_t images = pixels.size();
+    std::vector<double> single_seconds, batch_seconds;
+    std::vector<std::vector<std::int32_t>> single_ids(images), batch_ids;
+    for (int run = 0; run < runs; ++run) {
+        auto start = Clock::now();
+        for (std::size_t image = 0; image < images; ++image) {
+            const std::vector<float> embeds = model.vision_model.forward(pixels[image]);
+            single_ids[image] = model.generate(embeds, {}, generation);
+        }
+        single_seconds.push_back(seconds_since(start));
+
+        start = Clock::now();
+        std::vector<std::vector<float>> embeds;
+        embeds.reserve(images);
+        for (const auto& image : pixels) embeds.push_back(model.vision_model.forward(image));
+        std::vector<const std::vector<float>*> embeds_pointers;
+        for (const auto& image : embeds) embeds_pointers.push_back(&image);
+        batch_ids = model.generate_batch(embeds_pointers, {}, generation).sequences;
+        batch_seconds.push_back(seconds_since(start));
+    }
+    const double single_per_s = static_cast<double>(images) / median(single_seconds);
+    const double batch_per_s = static_cast<double>(images) / median(batch_seconds);
+    return {{"batch_images", images},
+            {"batch_runs", runs},
+            {"single_images_per_s", single_per_s},
+            {"batch_images_per_s", batch_per_s},
+            {"batch_speedup", batch_per_s / single_per_s},
+            {"batch_matches_single", batch_ids == single_ids}};
+}
+
+// Times a whole caption from the model file on, for each thread count: gguf::File::open and
+// model construction, decoding the JPEG options.jpeg, preprocessing, vision, and
+// kWholeCaptionTokens greedy tokens ([SEP] does not stop them). One warm-up run, then the
+// median of options.runs runs, so the file is in the page cache. Adds the results to
+// `entries`, one per thread count. Call it with no other model of the file alive, so that
+// the file's pages count once in the peak RSS.
+void time_whole_caption(const Options& options, std::vector<json>& entries) {
+    for (std::size_t index = 0; index < options.threads.size(); ++index) {
+        blip::set_num_threads(options.threads[index]);
+        std::vector<double> total, load, preprocess, vision, decode;
+        std::vector<std::int32_t> ids;
+        for (int run = 0; run < options.runs + 1; ++run) {
+            const auto start = Clock::now();
+            const blip::BlipForConditionalGeneration model(blip::gguf::File::open(options.child_file));
+            const auto loaded = Clock::now();
+            const std::vector<float> pixels =
+                blip::preprocess_image(blip::decode_image_file(options.jpeg), model.config.preprocess);
+            const auto preprocessed = Clock::now();
+            const std::vector<float> image_embeds = model.vision_model.forward(pixels);
+            const auto encoded = Clock::now();
+            ids = greedy_forced(model, image_embeds, kWholeCaptionTokens).ids;
+            const auto end = Clock::now();
+            if (run == 0) continue;  // warm-up
+            const auto seconds = [](Clock::time_point from, Clock::time_point to) {
+                return std::chrono::duration<double>(to - from).count();
+            };
+            total.push_back(seconds(start, end));
+            load.push_back(seconds(start, loaded));
+            preprocess.push_back(seconds(loaded, preprocessed));
+            vision.push_back(seconds(preprocessed, encoded));
+            decode.push_back(seconds(encoded, end));
+        }
+        json& entry = entries[index];
+        entry["whole_caption_ms"] = median(total) * 1e3;
+        entry["whole_caption_load_ms"] = median(load) * 1e3;
+        entry["whole_caption_preprocess_ms"] = median(preprocess) * 1e3;
+        entry["whole_caption_vision_ms"] = median(vision) * 1e3;
+        entry["whole_caption_decode_ms"] = median(decode) * 1e3;
+        entry["whole_caption_tokens"] = kWholeCaptionTokens;
+        entry["whole_caption_ids"] = ids;
+    }
 }
 
 json run_caption_child(const Options& options) {
@@ -342,6 +484,7 @@ json run_caption_child(const Options& options) {
 
     const double flops = vision_flops(model->config.vision);
     out["vision_gflop"] = flops / 1e9;
+    std::vector<json> entries;
     for (int threads : options.threads) {
         blip::set_num_threads(threads);
         json entry;
@@ -361,7 +504,8 @@ json run_caption_child(const Options& options) {
             entry["vision_max_abs_diff"] = max_abs_diff(image_embeds, reference_embeds);
 
         std::vector<double> setup, step, per_token;
-        GreedyResult greedy;
+        // The warm-up run takes the page faults of the decoder weights' first reads.
+        GreedyResult greedy = greedy_forced(*model, image_embeds, options.tokens);
         for (int run = 0; run < options.runs; ++run) {
             greedy = greedy_forced(*model, image_embeds, options.tokens);
             setup.push_back(greedy.setup_seconds);
@@ -375,6 +519,7 @@ json run_caption_child(const Options& options) {
         entry["greedy_ids"] = greedy.ids;
         if (image_is_reference && !reference_greedy.empty())
             entry["greedy_vs_reference"] = compare_ids(greedy.ids, reference_greedy);
+        entry.update(time_long_decode(*model, image_embeds, options.runs));
 
         // A whole caption as generate(max_length=30) makes it: vision, then greedy decoding
         // until [SEP] or max_length.
@@ -401,19 +546,49 @@ json run_caption_child(const Options& options) {
         beam.max_length = kCaptionMaxLength;
         std::vector<double> beam_seconds;
         std::vector<std::int32_t> beam_ids;
+        std::int64_t beam_steps = 0;
         for (int run = 0; run < options.beam_runs; ++run) {
             const auto start = Clock::now();
-            beam_ids = model->generate(image_embeds, {}, beam);
+            const blip::GenerationOutput output = model->generate_batch({&image_embeds}, {}, beam);
             beam_seconds.push_back(seconds_since(start));
+            beam_ids = output.sequences.front();
+            beam_steps = output.stats.forward_calls;
         }
-        entry["beam_ms"] = median(beam_seconds) * 1e3;
+        const double beam_ms = median(beam_seconds) * 1e3;
+        entry["beam_ms"] = beam_ms;
         entry["beam_settings"] = {{"num_beams", kBeams}, {"min_length", kBeamMinLength}, {"max_length", kCaptionMaxLength}};
         entry["beam_ids"] = beam_ids;
         if (image_is_reference && !reference_beam.empty())
             entry["beam_vs_reference"] = compare_ids(beam_ids, reference_beam);
-        out["per_thread"].push_back(entry);
+        // Per decoder step of the 3 beams. The beam search sets up the cross-attention keys
+        // and values once for its one image, the same work as the greedy decoder setup, so
+        // the greedy setup time is subtracted for it.
+        entry["beam_steps"] = beam_steps;
+        entry["beam_step_ms"] = (beam_ms - entry.at("decoder_setup_ms").get<double>()) / static_cast<double>(beam_steps);
+        entry["beam_step_vs_greedy"] = entry.at("beam_step_ms").get<double>() / entry.at("greedy_step_ms").get<double>();
+        entries.push_back(entry);
     }
+    // The captioning peak, before the batch stage adds 8 images' decoder states.
     out["peak_rss_mb"] = peak_rss_mb();
+
+    std::vector<std::vector<float>> batch_pixels;
+    json batch_files = json::array();
+    for (const char* file : kBatchImageFiles) {
+        batch_pixels.push_back(blip::preprocess_image(blip::decode_image_file((golden / "images" / file).string()),
+                                                      model->config.preprocess));
+        batch_files.push_back(file);
+    }
+    out["batch_image_files"] = batch_files;
+    for (std::size_t index = 0; index < options.threads.size(); ++index) {
+        blip::set_num_threads(options.threads[index]);
+        entries[index].update(time_batch(*model, batch_pixels, options.beam_runs));
+    }
+    out["batch_peak_rss_mb"] = peak_rss_mb();
+
+    model.reset();  // the whole-caption stage maps the file anew
+    out["whole_caption_image"] = options.jpeg;
+    time_whole_caption(options, entries);
+    out["per_thread"] = entries;
     return out;
 }
 
@@ -590,7 +765,8 @@ json run_child_process(const std::string& executable, const Options& options, co
                                      type,            "--threads",      threads,       "--runs",
                                      std::to_string(options.runs), "--tokens", std::to_string(options.tokens),
                                      "--beam-runs", std::to_string(options.beam_runs),
-                                     "--image",       options.image, "--child-task", task};
+                                     "--image",       options.image, "--jpeg", options.jpeg,
+                                     "--child-task", task};
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -632,7 +808,8 @@ json flatten_results(const json& children) {
             row[task + "_peak_rss_mb"] = child.at("peak_rss_mb");
             if (task != "caption") continue;
             for (const char* shared : {"checkpoint", "load_ms", "preprocess_ms", "file_bytes", "decoder_bytes_per_step",
-                                       "vision_gflop", "peak_rss_mb", "tensor_sums_checked"}) {
+                                       "vision_gflop", "peak_rss_mb", "tensor_sums_checked", "batch_peak_rss_mb",
+                                       "batch_image_files", "whole_caption_image"}) {
                 if (child.contains(shared)) row[shared] = child.at(shared);
             }
         }
@@ -719,11 +896,53 @@ void print_table(const json& rows) {
         "step ms: one decoder step; floor ms: weight bytes one step reads / measured read bandwidth; %%BW = floor / step.\n"
         "caption: vision + generate(max_length=30). beam: 3 beams, min_length 5, max_length 30, after vision.\n"
         "ITM: vision + text encoder (35 tokens) + ITM head.\n"
-        "VQA: vision + question encoder + 9 answer tokens. RSS MB: peak RSS of the caption model's process.\n"
+        "VQA: vision + question encoder + 9 answer tokens. RSS MB: peak RSS of the caption model's process\n"
+        "  after the beam search (before the batch stage).\n"
         "ids: greedy/beam ids against the reference (f32 must be ok/ok; quantized types may leave it).\n",
         rows.empty() || !rows.at(0).contains("greedy_tokens")
             ? "?"
             : std::to_string(rows.at(0).at("greedy_tokens").get<int>()).c_str());
+}
+
+// Prints the stages that check the performance requirements: the whole caption, the step
+// time over a long sequence, the batch throughput and the beam search's cost per step.
+void print_requirement_table(const json& rows) {
+    const auto first = std::find_if(rows.begin(), rows.end(), [](const json& row) { return row.contains("whole_caption_ms"); });
+    if (first == rows.end()) return;
+    std::printf("\n%-6s %-5s %3s %9s %8s %8s %6s %7s %7s %6s %5s %9s %9s %6s %7s\n", "model", "type", "thr", "whole ms",
+                "1-8 ms", "57-64 ms", "ratio", "1x1 i/s", "x8 i/s", "ratio", "same", "beam/st", "greedy/st",
+                "ratio", "RSS x8");
+    for (const auto& row : rows) {
+        if (!row.contains("whole_caption_ms")) continue;
+        const auto same = row.find("batch_matches_single");
+        std::printf("%-6s %-5s %3d %s %s %s %s %s %s %s %5s %s %s %s %s\n", row.at("model").get<std::string>().c_str(),
+                    row.at("type").get<std::string>().c_str(), row.at("threads").get<int>(),
+                    cell(number(row, "whole_caption_ms"), 9, 1).c_str(),
+                    cell(number(row, "long_decode_first_steps_ms"), 8, 2).c_str(),
+                    cell(number(row, "long_decode_last_steps_ms"), 8, 2).c_str(),
+                    cell(number(row, "long_decode_step_ratio"), 6, 2).c_str(),
+                    cell(number(row, "single_images_per_s"), 7, 3).c_str(),
+                    cell(number(row, "batch_images_per_s"), 7, 3).c_str(), cell(number(row, "batch_speedup"), 6, 2).c_str(),
+                    same == row.end() ? "-" : same->get<bool>() ? "ok" : "DIFF",
+                    cell(number(row, "beam_step_ms"), 9, 2).c_str(), cell(number(row, "greedy_step_ms"), 9, 2).c_str(),
+                    cell(number(row, "beam_step_vs_greedy"), 6, 2).c_str(),
+                    cell(number(row, "batch_peak_rss_mb"), 7, 0).c_str());
+    }
+    std::string files;
+    if (first->contains("batch_image_files"))
+        for (const auto& file : first->at("batch_image_files")) files += (files.empty() ? "" : ", ") + file.get<std::string>();
+    const std::string jpeg = first->contains("whole_caption_image")
+                                 ? fs::path(first->at("whole_caption_image").get<std::string>()).filename().string()
+                                 : "?";
+    std::printf(
+        "\nwhole ms: gguf::File::open + model construction, decode %s, preprocess, vision, %d greedy tokens.\n"
+        "1-8 ms, 57-64 ms: mean step time of those steps of %d forced greedy tokens; ratio = 57-64 / 1-8.\n"
+        "1x1 i/s, x8 i/s: images per second captioning %zu images (vision + generate(max_length=30)) one at a time\n"
+        "  and as one batch (vision per image, then generate_batch); ratio = x8 / 1x1; same: the batch gave every\n"
+        "  image its own ids. Images: %s.\n"
+        "beam/st: (beam ms - decoder setup) / decoder steps of the beam search; greedy/st: greedy step ms;\n"
+        "  ratio = beam/st / greedy/st. RSS x8: peak RSS after the batch stage (MB).\n",
+        jpeg.c_str(), kWholeCaptionTokens, kLongDecodeTokens, std::size(kBatchImageFiles), files.c_str());
 }
 
 int run_parent(const Options& options, int argc, char** argv) {
@@ -786,6 +1005,7 @@ int run_parent(const Options& options, int argc, char** argv) {
         std::cout << report.dump(1) << "\n";
     } else {
         print_table(rows);
+        print_requirement_table(rows);
     }
     if (!options.output_path.empty()) {
         std::ofstream out(options.output_path);
