@@ -10,6 +10,11 @@ transformers 4.30.2: self-attention keys and values are cached (`past_key_values
 cross-attention keys and values are recomputed from the image states at every step, and
 beam search expands the image states to one copy per beam.
 
+The caption child also times a whole caption from a weights file on: it saves the
+rule-filled state dicts once with torch.save (untimed, into --work-dir), then times building
+the modules, torch.load and load_state_dict, decoding and preprocessing a JPEG with Pillow as
+BlipImageProcessor does, the vision encoder and 20 greedy tokens.
+
 Every (model, thread count) pair runs in its own child process, so that the thread
 settings are in place before torch loads and each peak RSS belongs to one model only.
 
@@ -19,7 +24,8 @@ Run with Debian's interpreter, which has python3-torch:
 
 With `--ours FILE` (the output of `blip-bench --json`) and `--onnx FILE` (the output of
 `bench/onnx/run_vision.mjs`) it also prints the speed-ups of blip-bench over PyTorch and
-of blip-bench's vision encoder over ONNX Runtime.
+of blip-bench's vision encoder over ONNX Runtime. The whole caption is compared for every
+weight type in the blip-bench file, the other stages for f32 only.
 """
 
 import argparse
@@ -32,6 +38,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +58,10 @@ ITM_TEXT = "two cats lying on a couch"
 ITM_LENGTH = 35  # ITM text length after padding
 VQA_QUESTION = "what is in the picture ?"
 VQA_MAX_LENGTH = 10
+WHOLE_CAPTION_TOKENS = 20  # greedy tokens of the whole-caption stage; [SEP] does not stop them
+# BlipImageProcessor's normalization for BLIP: the CLIP mean and std.
+IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
+IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def golden_dir():
@@ -377,6 +388,20 @@ def median(values):
 
 
 def peak_rss_mb():
+    """Return this process's peak RSS in MB.
+
+    Reads VmHWM from /proc/self/status because ru_maxrss can belong to the parent: subprocess
+    starts the children with vfork where it can, and Linux carries the high-water mark of the
+    shared memory into the child's ru_maxrss across execve. Falls back to ru_maxrss where /proc
+    is missing.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # "VmHWM:   123456 kB"
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -420,7 +445,7 @@ def run_child(args):
     stage_functions = {"caption": run_caption, "itm": run_itm, "vqa": run_vqa}
     with torch.no_grad():
         result.update(stage_functions[args.stage](args, blip_modules, pixels))
-    result[f"{args.stage}_peak_rss_mb"] = peak_rss_mb()
+    result.setdefault(f"{args.stage}_peak_rss_mb", peak_rss_mb())
     print(json.dumps(result))
 
 
@@ -486,6 +511,103 @@ def run_caption(args, blip_modules, pixels):
         out["greedy_matches_reference"] = ids[: len(greedy_ref)] == greedy_ref[: len(ids)]
         if args.beams == 3 and args.caption_max_length == 30 and args.beam_min_length == 5:
             out["beam_matches_reference"] = beam_ids == reference["beam3_min5_max30"]
+
+    # The peak of the stages above. The whole-caption stage builds its own models after
+    # these are freed, and its peak is reported apart.
+    out["caption_peak_rss_mb"] = peak_rss_mb()
+    weights = Path(args.work_dir) / f"{name}.pt"
+    save_weights(weights, vision, decoder)
+    del models, vision, decoder, image_embeds
+    out.update(run_whole_caption(args, blip_modules, manifest, weights))
+    out["whole_caption_peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def save_weights(path, vision, decoder):
+    """Save the rule-filled state dicts with torch.save, unless an earlier child did."""
+    import torch
+
+    if path.is_file():
+        return
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"vision_model": vision.state_dict(), "text_decoder": decoder.state_dict()}, partial)
+    os.replace(partial, path)
+
+
+def resized_image(path, size):
+    """Decode `path` with Pillow and resize it as BlipImageProcessor does: RGB, bicubic, size x size.
+
+    Returns uint8 [size, size, 3].
+    """
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BICUBIC)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def preprocess_image(path, size):
+    """Return BlipImageProcessor's pixel_values [1, 3, size, size] for the image file `path`.
+
+    Rescales by 1/255 in double, rounded once to float32, then normalizes with the CLIP mean
+    and std in float32.
+    """
+    import torch
+
+    x = (resized_image(path, size) * (1.0 / 255.0)).astype(np.float32)
+    x = (x - np.array(IMAGE_MEAN, dtype=np.float32)) / np.array(IMAGE_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+def run_whole_caption(args, blip_modules, manifest, weights):
+    """Time a whole caption from the weights file on: build the modules, torch.load and
+    load_state_dict, decode and preprocess args.jpeg, vision, and WHOLE_CAPTION_TOKENS greedy
+    tokens. One warm-up run (which also puts the file in the page cache), then the median of
+    args.runs runs, in total and per part.
+
+    Building the modules runs torch's default initializers. That part is timed apart from
+    loading the file, so that the total can be judged with or without it.
+    """
+    import torch
+
+    vision_cfg = manifest["config"]["vision_config"]
+    text_cfg = text_config(manifest)
+    size = vision_cfg["image_size"]
+    parts = {"construct": [], "load": [], "preprocess": [], "vision": [], "decode": [], "total": []}
+    ids = []
+    for run in range(args.runs + 1):
+        start = time.perf_counter()
+        vision = blip_modules.BlipVisionModel(vision_cfg).eval()
+        decoder = blip_modules.BlipTextLMHeadModel(text_cfg).eval()
+        built = time.perf_counter()
+        state = torch.load(weights)
+        vision.load_state_dict(state["vision_model"])
+        decoder.load_state_dict(state["text_decoder"])
+        del state
+        loaded = time.perf_counter()
+        pixels = preprocess_image(args.jpeg, size)
+        preprocessed = time.perf_counter()
+        image_embeds = vision(pixels)
+        encoded = time.perf_counter()
+        ids, _ = greedy_forced(decoder, image_embeds, WHOLE_CAPTION_TOKENS)
+        end = time.perf_counter()
+        del vision, decoder
+        if run == 0:
+            continue  # warm-up
+        for part, seconds in (("construct", built - start), ("load", loaded - built), ("preprocess", preprocessed - loaded),
+                              ("vision", encoded - preprocessed), ("decode", end - encoded), ("total", end - start)):
+            parts[part].append(seconds)
+    out = {f"whole_caption_{part}_ms": median(seconds) * 1e3 for part, seconds in parts.items() if part != "total"}
+    out["whole_caption_ms"] = median(parts["total"]) * 1e3
+    out["whole_caption_tokens"] = WHOLE_CAPTION_TOKENS
+    out["whole_caption_ids"] = ids
+    out["whole_caption_image"] = str(args.jpeg)
+    reference = golden_dir() / "preprocess" / f"{Path(args.jpeg).name}.384.u8.npy"
+    if size == 384 and reference.is_file():
+        resized = resized_image(args.jpeg, size).astype(np.int16)
+        out["whole_caption_u8_max_diff_vs_reference"] = int(np.abs(resized - np.load(reference).astype(np.int16)).max())
     return out
 
 
@@ -569,7 +691,8 @@ def run_child_process(args, model, threads, stage):
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--model", model, "--stage", stage,
                "--threads", str(threads), "--runs", str(args.runs), "--beam-runs", str(args.beam_runs),
                "--tokens", str(args.tokens), "--beams", str(args.beams),
-               "--caption-max-length", str(args.caption_max_length), "--beam-min-length", str(args.beam_min_length)]
+               "--caption-max-length", str(args.caption_max_length), "--beam-min-length", str(args.beam_min_length),
+               "--jpeg", str(args.jpeg), "--work-dir", str(args.work_dir)]
     if args.allow_other_blas:
         command.append("--allow-other-blas")
     print(f"compare_torch: {stage}, {model}, {threads} thread(s)...", file=sys.stderr, flush=True)
@@ -588,25 +711,38 @@ def find_entry(entries, **keys):
 
 
 def speedups(torch_results, ours, onnx):
-    """Rows of (stage, model, threads, reference tool, reference ms, ours ms, speed-up)."""
+    """Rows of (stage, model, threads, reference tool, reference ms, our weight type, ours ms, speed-up).
+
+    Every stage compares blip-bench's f32 row with the reference. The whole caption also
+    compares every other weight type that blip-bench ran (q8_0 for the requirement).
+    """
     rows = []
     stages = [("vision_ms", "vision encoder"), ("greedy_ms_per_token", "greedy ms/token"),
               ("beam_ms", "beam search"), ("caption_ms", "caption"), ("itm_ms", "ITM"), ("vqa_ms", "VQA"),
               ("caption_peak_rss_mb", "caption peak RSS MB")]
     our_entries = (ours or {}).get("results", [])
+    our_types = list(dict.fromkeys(entry["type"] for entry in our_entries if entry.get("type")))
     for reference in torch_results:
         mine = find_entry(our_entries, model=reference["model"], threads=reference["threads"], type="f32")
         for key, label in stages:
             if reference.get(key) is None:
                 continue
             value = mine.get(key) if mine else None
-            rows.append((label, reference["model"], reference["threads"], "pytorch", reference[key], value,
+            rows.append((label, reference["model"], reference["threads"], "pytorch", reference[key], "f32", value,
                          reference[key] / value if value else None))
+        if reference.get("whole_caption_ms") is None:
+            continue
+        for our_type in ["f32"] + [t for t in our_types if t != "f32"]:
+            mine = find_entry(our_entries, model=reference["model"], threads=reference["threads"], type=our_type)
+            value = mine.get("whole_caption_ms") if mine else None
+            rows.append(("whole caption", reference["model"], reference["threads"], "pytorch",
+                         reference["whole_caption_ms"], our_type, value,
+                         reference["whole_caption_ms"] / value if value else None))
     for reference in (onnx or {}).get("results", []):
         mine = find_entry(our_entries, model=reference["model"], threads=reference["threads"], type="f32")
         value = mine.get("vision_ms") if mine else None
         rows.append(("vision encoder", reference["model"], reference["threads"], "onnxruntime", reference["vision_ms"],
-                     value, reference["vision_ms"] / value if value else None))
+                     "f32", value, reference["vision_ms"] / value if value else None))
     return rows
 
 
@@ -632,13 +768,16 @@ def agreement(torch_results, ours):
 
 
 def print_table(rows):
-    header = f"{'stage':<20} {'model':<6} {'thr':>3} {'reference':<12} {'ref ms':>10} {'ours ms':>10} {'ratio':>8}"
-    print("ratio = reference / ours: the speed-up for times, the memory saving for the RSS row (values in MB)", file=sys.stderr)
+    header = (f"{'stage':<20} {'model':<6} {'thr':>3} {'reference':<12} {'ref ms':>10} {'ours':<5} {'ours ms':>10} "
+              f"{'ratio':>8}")
+    print("ratio = reference / ours: the speed-up for times, the memory saving for the RSS row (values in MB);\n"
+          "ours = blip-bench's weight type (the reference runs f32)", file=sys.stderr)
     print(header, file=sys.stderr)
-    for label, model, threads, tool, reference_ms, ours_ms, ratio in rows:
+    for label, model, threads, tool, reference_ms, our_type, ours_ms, ratio in rows:
         ours_text = f"{ours_ms:10.1f}" if ours_ms else f"{'-':>10}"
         ratio_text = f"{ratio:8.2f}" if ratio else f"{'-':>8}"
-        print(f"{label:<20} {model:<6} {threads:>3} {tool:<12} {reference_ms:10.1f} {ours_text} {ratio_text}", file=sys.stderr)
+        print(f"{label:<20} {model:<6} {threads:>3} {tool:<12} {reference_ms:10.1f} {our_type:<5} {ours_text} "
+              f"{ratio_text}", file=sys.stderr)
 
 
 def parse_list(text, convert=str):
@@ -657,6 +796,11 @@ def main():
                         help="max_length of the caption and beam search, [DEC] included (default 30)")
     parser.add_argument("--beam-min-length", type=int, default=5, help="min_length of the beam search (default 5)")
     parser.add_argument("--stages", default="caption,itm,vqa", help="comma-separated: caption, itm, vqa")
+    parser.add_argument("--jpeg", type=Path, default=golden_dir() / "images" / "bike.jpg",
+                        help="JPEG of the whole-caption stage (default the golden images/bike.jpg)")
+    parser.add_argument("--work-dir", type=Path,
+                        help="folder for the saved weights of the whole-caption stage, kept and reused by later runs "
+                             "(default a new temporary folder, removed at the end)")
     parser.add_argument("--ours", type=Path, help="blip-bench --json output to compare with")
     parser.add_argument("--onnx", type=Path, help="bench/onnx/run_vision.mjs output to compare with")
     parser.add_argument("--output", type=Path, help="also write the JSON result to this file")
@@ -682,12 +826,20 @@ def main():
     for model in args.models:
         if model not in CAPTION_MODELS:
             parser.error(f"unknown model {model!r}; use base or large")
+    if "caption" in args.stages and not args.jpeg.is_file():
+        parser.error(f"--jpeg {args.jpeg} not found; set BLIP_GOLDEN_DIR to the golden folder or pass --jpeg")
+    with tempfile.TemporaryDirectory(prefix="compare-torch-") as temporary:
+        if args.work_dir is None:
+            args.work_dir = Path(temporary)
+        else:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+        results = run_children(args)
     report = {
         "tool": "pytorch",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([sys.executable] + sys.argv),
         "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
-        "results": run_children(args),
+        "results": results,
     }
     import torch  # only for its version; the children did the work
 
@@ -704,7 +856,8 @@ def main():
               file=sys.stderr)
     rows = speedups(report["results"], ours, onnx)
     if rows:
-        report["speedups"] = [dict(zip(("stage", "model", "threads", "reference", "reference_ms", "ours_ms", "speedup"), row))
+        report["speedups"] = [dict(zip(("stage", "model", "threads", "reference", "reference_ms", "ours_type", "ours_ms",
+                                        "speedup"), row))
                               for row in rows]
         print_table(rows)
     text = json.dumps(report, indent=1)
