@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building and testing need, skipping those present.
-# Usage: scripts/install-deps.sh [--wasm] [--browser]
+# Usage: scripts/install-deps.sh [--wasm] [--browser] [--tests] [--bench]
 #   --wasm     also install Emscripten and Node.js for the WebAssembly build and Node tests
 #   --browser  also install Chromium for the browser test
 #   --tests    also install Python's Dask (python3-distributed) for the sharding test
+#   --bench    also install PyTorch with OpenBLAS and Pillow for bench/compare_torch.py and
+#              the ONNX export, and the training script in examples/train_demo
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libeigen3-dev libxsimd-dev libstb-dev libomp-dev doctest-dev nlohmann-json3-dev)
@@ -18,7 +20,8 @@ for arg in "$@"; do
       ;;
     --browser) packages+=(chromium) ;;
     --tests) packages+=(python3 python3-distributed) ;;
-    *) echo "install-deps.sh: unknown option $arg (expected --wasm, --browser or --tests)" >&2; exit 2 ;;
+    --bench) packages+=(python3 python3-torch python3-numpy python3-pil libopenblas0-pthread) ;;
+    *) echo "install-deps.sh: unknown option $arg (expected --wasm, --browser, --tests or --bench)" >&2; exit 2 ;;
   esac
 done
 
