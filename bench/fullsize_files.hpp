@@ -50,9 +50,10 @@ struct BuildReport {
     std::vector<std::string> sum_mismatches;
 };
 
-// Builds `name` with every nn.Linear weight and the word embeddings requested as `type`
-// (blip-convert --type), at `path`, unless that file exists already. The writer renames the
-// file into place only when it is complete, so an existing file is a whole one.
+// Builds `name` with every nn.Linear weight, the patch convolution and the word embeddings
+// requested as `type` (blip-convert --type), at `path`, unless that file exists already.
+// The writer renames the file into place only when it is complete, so an existing file is
+// a whole one.
 inline BuildReport build_model_file(const CheckpointName& name, DType type, const std::filesystem::path& path) {
     BuildReport report;
     report.path = path;
@@ -93,13 +94,14 @@ inline BuildReport build_model_file(const CheckpointName& name, DType type, cons
                 report.sum_mismatches.push_back(tensor.name);
         }
         const DType stored = convert::storage_type(tensor, types);
+        const std::vector<std::int64_t> stored_shape = blip::stored_shape(tensor, stored);
         if (stored != DType::F32) {
             std::vector<float> values(bytes.size() / sizeof(float));
             std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
-            bytes = convert::encode_values(tensor.name, values, tensor.shape, stored);
+            bytes = convert::encode_values(tensor.name, values, stored_shape, stored);
         }
         has_block_type = has_block_type || convert::is_block_type(stored);
-        writer.add_tensor(tensor.name, stored, tensor.shape, std::move(bytes));
+        writer.add_tensor(tensor.name, stored, stored_shape, std::move(bytes));
     }
     if (has_block_type) writer.set_u32(convert::kQuantizationVersionKey, convert::kQuantizationVersion);
     std::filesystem::create_directories(path.parent_path());

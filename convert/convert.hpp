@@ -285,7 +285,7 @@ struct ConfigSource {
 
 // Writes the model file: the configuration and vocabulary of `model`, and the tensors of
 // `checkpoint` (transformers names) that the model of `model.config.task` reads, each in
-// its storage_type. The output appears only when complete.
+// its storage_type and stored_shape. The output appears only when complete.
 inline void write_model_file(const HfModel& model, const Checkpoint& checkpoint, const TensorTypes& types,
                              const std::string& output_path, const ConfigSource& config_source,
                              ConvertReport& report) {
@@ -309,17 +309,23 @@ inline void write_model_file(const HfModel& model, const Checkpoint& checkpoint,
     bool has_block_type = false;
     for (const TensorSource& source : sources) {
         const ExpectedTensor& tensor = *source.expected;
-        const DType requested = types.of(tensor_group(tensor));
+        const DType group_type = types.of(tensor_group(tensor));
+        const DType requested = requested_type(tensor, types);
         const DType type = storage_type(tensor, types);
+        if (requested != group_type)
+            report.notes.push_back(tensor.name + ": " + std::string(dtype_name(requested)) + " instead of " +
+                                   std::string(dtype_name(group_type)) +
+                                   " (the patch convolution is stored in at least 8 bits)");
         if (type != requested && requested != DType::F32)
             report.fallbacks.push_back(tensor.name + ": " + std::string(dtype_name(type)) + " instead of " +
                                        std::string(dtype_name(requested)) + " (rows of " +
-                                       std::to_string(tensor.shape.back()) + " values are not a multiple of its " +
+                                       std::to_string(weight_row_length(tensor)) + " values are not a multiple of its " +
                                        std::to_string(dtype_traits(requested).block_size) + "-value blocks)");
         has_block_type = has_block_type || is_block_type(type);
-        std::vector<std::uint8_t> bytes = encode_values(tensor.name, source.tensor->to_f32(), tensor.shape, type);
+        const std::vector<std::int64_t> shape = stored_shape(tensor, type);
+        std::vector<std::uint8_t> bytes = encode_values(tensor.name, source.tensor->to_f32(), shape, type);
         report.tensor_bytes += bytes.size();
-        writer.add_tensor(tensor.name, type, tensor.shape, std::move(bytes));
+        writer.add_tensor(tensor.name, type, shape, std::move(bytes));
     }
     if (has_block_type) writer.set_u32(kQuantizationVersionKey, kQuantizationVersion);
     report.tensor_count = writer.tensor_count();

@@ -7,6 +7,7 @@
 #include <blip/gguf/writer.hpp>
 #include <blip/model/expected_tensors.hpp>
 #include <blip/model/metadata.hpp>
+#include <blip/model/vision.hpp>
 
 #include <sys/wait.h>
 
@@ -122,6 +123,8 @@ bool no_output_left(const fs::path& output) {
 }
 
 float half_to_float(std::uint16_t bits) { return blip::convert::detail::half_to_float(bits); }
+
+DType tensor_type(const blip::gguf::File& file, const std::string& name) { return file.tensor(name).type; }
 
 std::vector<std::string> tensor_names(const blip::gguf::File& file) {
     std::vector<std::string> names;
@@ -410,7 +413,7 @@ TEST_CASE("convert caption f16 within half precision") {
     std::size_t half_tensors = 0;
     for (const auto& expected : blip::expected_tensors(config)) {
         CAPTURE(expected.name);
-        const auto& tensor = file->tensor(expected.name, expected.shape);
+        const auto& tensor = file->tensor(expected.name, blip::stored_shape(expected, tensor_type(*file, expected.name)));
         const std::vector<float> original = source.find(expected.name)->to_f32();
         if (expected.role == blip::TensorRole::Other) {
             REQUIRE(tensor.type == DType::F32);
@@ -434,8 +437,45 @@ TEST_CASE("convert caption f16 within half precision") {
     }
     CHECK(half_tensors > 0);
     CHECK(file->tensor("text_decoder.bert.embeddings.word_embeddings.weight").type == DType::F16);
-    CHECK(file->tensor("vision_model.embeddings.patch_embedding.weight").type == DType::F32);
+    // The patch convolution takes the weight type, as the [hidden, channels * patch * patch]
+    // matrix of its product.
+    const auto& patch_kernel = file->tensor("vision_model.embeddings.patch_embedding.weight");
+    CHECK(patch_kernel.type == DType::F16);
+    CHECK(patch_kernel.shape == std::vector<std::int64_t>{48, 3 * 16 * 16});
     CHECK(file->tensor("vision_model.embeddings.position_embedding").type == DType::F32);
+}
+
+TEST_CASE("patch convolution read as matrix") {
+    BLIP_REQUIRE_GOLDEN();
+    // The f32 file with its 4-D patch convolution rewritten as the [hidden, 3 * 16 * 16]
+    // matrix that other types store gives the same image_embeds, bit for bit.
+    const auto kernel_file = blip::gguf::File::open(converted("tiny-caption").string());
+    const blip::BlipConfig config = blip::read_config(*kernel_file);
+    const std::string name = "vision_model.embeddings.patch_embedding.weight";
+    blip::gguf::Writer writer;
+    blip::write_config(writer, config);
+    for (const auto& tensor : kernel_file->tensors()) {
+        const auto* data = static_cast<const std::uint8_t*>(tensor.data);
+        std::vector<std::int64_t> shape = tensor.shape;
+        if (tensor.name == name) {
+            REQUIRE(shape == std::vector<std::int64_t>{48, 3, 16, 16});
+            shape = {48, 3 * 16 * 16};
+        }
+        writer.add_tensor(tensor.name, tensor.type, shape, std::vector<std::uint8_t>(data, data + tensor.nbytes));
+    }
+    const auto matrix_file = blip::gguf::File::from_buffer(writer.to_bytes(), "matrix.gguf");
+    CHECK(matrix_file->tensor(name).shape == std::vector<std::int64_t>{48, 768});
+
+    blip::BlipVisionModel from_kernel, from_matrix;
+    from_kernel.load(*kernel_file, "vision_model", config.vision);
+    from_matrix.load(*matrix_file, "vision_model", config.vision);
+    const auto pixels = blip_test::read_npy(blip_test::golden_dir() / "expected" / "tiny-caption" /
+                                            "cats.png.pixel_values.npy");
+    const std::vector<float> pixel_values(pixels.data.begin(), pixels.data.end());
+    const std::vector<float> expected = from_kernel.forward(pixel_values);
+    const std::vector<float> actual = from_matrix.forward(pixel_values);
+    REQUIRE(actual.size() == expected.size());
+    CHECK(std::memcmp(actual.data(), expected.data(), actual.size() * sizeof(float)) == 0);
 }
 
 TEST_CASE("convert vqa and itm tensor lists") {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "blip/core/dtype.hpp"
 #include "blip/model/config.hpp"
 
 namespace blip {
@@ -16,8 +17,11 @@ namespace blip {
 // How a tensor is used, which decides the element types a converter may store it in.
 enum class TensorRole {
     LinearWeight,    // [out, in] weight of a Linear layer
+    // [out, channels, height, width] kernel of a convolution whose stride equals its size
+    // (the patch embedding), which runs as a Linear layer over unfolded patches
+    ConvolutionWeight,
     TokenEmbedding,  // word embeddings, which the decoder also uses as its output projection
-    Other,           // biases, norms, position and class embeddings, the patch convolution
+    Other,           // biases, norms, position and class embeddings
 };
 
 // One tensor of a model: its Hugging Face name, row-major shape (outermost first) and role.
@@ -26,6 +30,26 @@ struct ExpectedTensor {
     std::vector<std::int64_t> shape;
     TensorRole role = TensorRole::Other;
 };
+
+// Returns the number of values in one output row of a weight: the product of every
+// extent but the first (in_features of a Linear weight, channels x height x width of a
+// convolution kernel).
+inline std::int64_t weight_row_length(const ExpectedTensor& tensor) {
+    if (tensor.shape.size() < 2) return tensor.shape.empty() ? 1 : tensor.shape.back();
+    std::int64_t length = 1;
+    for (std::size_t i = 1; i < tensor.shape.size(); ++i) length *= tensor.shape[i];
+    return length;
+}
+
+// Returns the shape under which a model file stores `tensor` as `type`. A convolution
+// kernel keeps its 4-D shape in f32, as transformers stores it. In other types it is stored
+// as the [out, channels x height x width] matrix of its product, because ggml's blocks run
+// along the innermost extent and the kernel's width (the patch size, 16) is shorter than a
+// block. Both shapes hold the values in the same order.
+inline std::vector<std::int64_t> stored_shape(const ExpectedTensor& tensor, DType type) {
+    if (tensor.role != TensorRole::ConvolutionWeight || type == DType::F32) return tensor.shape;
+    return {tensor.shape.front(), weight_row_length(tensor)};
+}
 
 // Two checkpoint names of one tied parameter. Model files store it once, under `name`;
 // a checkpoint may hold it under `name`, under `alias`, or under both.
@@ -64,7 +88,7 @@ inline void append_vision_tensors(const VisionConfig& vision, std::vector<Expect
     const std::int64_t width = vision.hidden_size;
     add_tensor(out, "vision_model.embeddings.class_embedding", {1, 1, width});
     add_tensor(out, "vision_model.embeddings.patch_embedding.weight",
-               {width, vision.num_channels, vision.patch_size, vision.patch_size});
+               {width, vision.num_channels, vision.patch_size, vision.patch_size}, TensorRole::ConvolutionWeight);
     add_tensor(out, "vision_model.embeddings.patch_embedding.bias", {width});
     add_tensor(out, "vision_model.embeddings.position_embedding", {1, vision.num_positions(), width});
     for (std::int64_t layer = 0; layer < vision.num_hidden_layers; ++layer) {

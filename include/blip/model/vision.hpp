@@ -66,8 +66,16 @@ struct BlipVisionEmbeddings {
         const std::int64_t patch = vision.patch_size;
         class_embedding = detail::f32_tensor(file, prefix + ".class_embedding", {1, 1, width});
         position_embedding = detail::f32_tensor(file, prefix + ".position_embedding", {1, vision.num_positions(), width});
-        patch_embedding.load(file, prefix + ".patch_embedding", width, vision.num_channels * patch * patch,
-                             {width, vision.num_channels, patch, patch});
+        // blip-convert writes the convolution kernel [hidden, channels, patch, patch] in f32
+        // files, as transformers stores it, and the [hidden, channels * patch * patch] matrix,
+        // whose rows fit the blocks, in other types. Both shapes load in any type, because
+        // they hold the values in the same order.
+        const std::int64_t patch_values = vision.num_channels * patch * patch;
+        const gguf::TensorInfo* kernel = file.find_tensor(prefix + ".patch_embedding.weight");
+        const bool stored_as_matrix = kernel != nullptr && kernel->shape.size() == 2;
+        patch_embedding.load(file, prefix + ".patch_embedding", width, patch_values,
+                             stored_as_matrix ? std::vector<std::int64_t>{width, patch_values}
+                                              : std::vector<std::int64_t>{width, vision.num_channels, patch, patch});
     }
 
     // Embeds `pixels` ([channels, image_size, image_size], CHW) into `out` [num_positions, hidden].
