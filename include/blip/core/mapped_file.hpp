@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,11 @@
 #endif
 
 namespace blip {
+
+// Alignment of the bytes that a ByteSource owns. GGUF aligns tensor data to 32 bytes (by
+// default) from the start of the file, so the start must be at least as aligned for the
+// tensors to be; 64 is a cache line.
+inline constexpr std::size_t kOwnedBytesAlignment = 64;
 
 // Immutable bytes with an owner: a mapping, an owned vector, or a borrowed pointer.
 class ByteSource {
@@ -60,24 +66,22 @@ public:
         }
         ::close(fd);
 #else
-        source->owned_ = read_file(path);
-        source->data_ = source->owned_.data();
-        source->size_ = source->owned_.size();
+        source->own(read_file(path));
 #endif
         return source;
     }
 
-    // Takes ownership of `bytes`; `name` appears in error messages.
+    // Takes ownership of `bytes`; `name` appears in error messages. Bytes that do not start
+    // on a kOwnedBytesAlignment boundary are copied to one that does.
     static std::shared_ptr<ByteSource> from_vector(std::vector<std::uint8_t> bytes, std::string name) {
         auto source = std::make_shared<ByteSource>();
-        source->owned_ = std::move(bytes);
-        source->data_ = source->owned_.data();
-        source->size_ = source->owned_.size();
+        source->own(std::move(bytes));
         source->name_ = std::move(name);
         return source;
     }
 
-    // Borrows `size` bytes at `data`, which must outlive every user of the result.
+    // Borrows `size` bytes at `data`, which must outlive every user of the result. Tensor
+    // data is as aligned as `data` allows: pass bytes that start on a 64-byte boundary.
     static std::shared_ptr<ByteSource> borrow(const void* data, std::size_t size, std::string name) {
         auto source = std::make_shared<ByteSource>();
         source->data_ = static_cast<const std::uint8_t*>(data);
@@ -104,6 +108,23 @@ public:
     bool is_mapped() const { return mapped_; }
 
 private:
+    struct AlignedDelete {
+        void operator()(std::uint8_t* bytes) const { ::operator delete[](bytes, std::align_val_t{kOwnedBytesAlignment}); }
+    };
+
+    // Keeps `bytes` as the contents, moved where already aligned, else copied to an aligned block.
+    void own(std::vector<std::uint8_t> bytes) {
+        size_ = bytes.size();
+        if (bytes.empty() || reinterpret_cast<std::uintptr_t>(bytes.data()) % kOwnedBytesAlignment == 0) {
+            owned_ = std::move(bytes);
+            data_ = owned_.data();
+            return;
+        }
+        aligned_.reset(static_cast<std::uint8_t*>(::operator new[](size_, std::align_val_t{kOwnedBytesAlignment})));
+        std::memcpy(aligned_.get(), bytes.data(), size_);
+        data_ = aligned_.get();
+    }
+
     void release() {
 #ifdef BLIP_HAVE_MMAP
         if (mapped_ && data_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
@@ -116,6 +137,7 @@ private:
     std::size_t size_ = 0;
     bool mapped_ = false;
     std::vector<std::uint8_t> owned_;
+    std::unique_ptr<std::uint8_t[], AlignedDelete> aligned_;
     std::string name_;
 };
 
