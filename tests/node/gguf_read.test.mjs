@@ -23,14 +23,17 @@ assert.ok(writeModelBinary, "set BLIP_WRITE_SYNTHETIC_MODEL to the blip_write_sy
 const scratch = process.env.BLIP_SCRATCH_DIR ?? mkdtempSync(join(tmpdir(), "blip-gguf-read-"));
 const modelDir = join(scratch, "model");
 
-// Per --type: the ggml type of the weights, llama.cpp's general.file_type, and whether the
-// file has block types (general.quantization_version).
+// Per --type: the ggml type of the weights, that of the patch convolution, llama.cpp's
+// general.file_type, and whether the file has block types (general.quantization_version).
+// Types with fewer than 8 bits store the patch convolution as q8_0.
 const TYPES = {
-	f32: { dtype: GGMLQuantizationType.F32, fileType: 0, quantized: false },
-	f16: { dtype: GGMLQuantizationType.F16, fileType: 1, quantized: false },
-	q8_0: { dtype: GGMLQuantizationType.Q8_0, fileType: 7, quantized: true },
-	q4_k: { dtype: GGMLQuantizationType.Q4_K, fileType: 14, quantized: true },
+	f32: { dtype: GGMLQuantizationType.F32, patchDtype: GGMLQuantizationType.F32, fileType: 0, quantized: false },
+	f16: { dtype: GGMLQuantizationType.F16, patchDtype: GGMLQuantizationType.F16, fileType: 1, quantized: false },
+	q8_0: { dtype: GGMLQuantizationType.Q8_0, patchDtype: GGMLQuantizationType.Q8_0, fileType: 7, quantized: true },
+	q4_k: { dtype: GGMLQuantizationType.Q4_K, patchDtype: GGMLQuantizationType.Q8_0, fileType: 14, quantized: true },
 };
+
+const PATCH_EMBEDDING = "vision_model.embeddings.patch_embedding.weight";
 
 // Elements and bytes per block of each ggml type used here (ggml's type traits).
 const BLOCKS = {
@@ -53,6 +56,18 @@ function readSafetensorsHeader(path) {
 // Linear weights and word embeddings take the requested type; everything else stays f32.
 function isWeight(name, shape) {
 	return shape.length === 2 && name.endsWith(".weight") && !name.includes("position_embeddings");
+}
+
+// The shape a tensor is stored with: the checkpoint's, except that files of a type other than
+// f32 store the 4-D patch convolution as its [hidden, channels * patch * patch] matrix.
+function storedShape(name, shape, expected) {
+	if (name !== PATCH_EMBEDDING || expected.patchDtype === GGMLQuantizationType.F32) return shape;
+	return [shape[0], shape.slice(1).reduce((product, dim) => product * dim, 1)];
+}
+
+function storedDtype(name, shape, expected) {
+	if (name === PATCH_EMBEDDING) return expected.patchDtype;
+	return isWeight(name, shape) ? expected.dtype : GGMLQuantizationType.F32;
 }
 
 function readBytes(path, position, length) {
@@ -101,10 +116,9 @@ for (const [type, expected] of Object.entries(TYPES)) {
 		assert.equal(Number(tensorDataOffset) % alignment, 0);
 		let end = 0n;
 		for (const info of [...tensorInfos].sort((a, b) => (a.offset < b.offset ? -1 : 1))) {
-			const { shape } = source.header[info.name];
+			const shape = storedShape(info.name, source.header[info.name].shape, expected);
 			assert.deepEqual(info.shape.map(Number), [...shape].reverse(), info.name);
-			const dtype = isWeight(info.name, shape) ? expected.dtype : GGMLQuantizationType.F32;
-			assert.equal(info.dtype, dtype, info.name);
+			assert.equal(info.dtype, storedDtype(info.name, source.header[info.name].shape, expected), info.name);
 
 			const [blockSize, blockBytes] = BLOCKS[info.dtype];
 			const count = shape.reduce((product, dim) => product * dim, 1);
