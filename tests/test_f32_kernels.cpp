@@ -128,6 +128,46 @@ TEST_CASE("gemm_f32 levels equal their scalar reference") {
     }
 }
 
+TEST_CASE("f32 levels round as their arithmetic family") {
+    // Lane 0 of a 17-element dot product adds a * a to c = -(1 + 2^-11) with a = 1 + 2^-12.
+    // a * a = 1 + 2^-11 + 2^-24 rounds to 1 + 2^-11, so an unfused level gets exactly 0 and a
+    // fused one 2^-24. An unfused level returns 2^-24 when the compiler contracts its products
+    // into FMA instructions, as GCC 12 does on ARM64 without rounded_product().
+    const float a = 1.0f + std::ldexp(1.0f, -12);
+    const float c = -(1.0f + std::ldexp(1.0f, -11));
+    const std::int64_t count = 17;
+    std::vector<float> first(count, 0.0f), second(count, 0.0f);
+    first[0] = 1.0f;
+    second[0] = c;
+    first[16] = a;
+    second[16] = a;
+    // The same pairs as two rows of length 2, for the kernels that sum over rows.
+    const std::vector<float> column_first = {1.0f, a}, column_second = {c, a};
+    const float fused_result = std::ldexp(1.0f, -24);
+
+    for (CpuLevel level : available_levels()) {
+        CAPTURE(blip::quant::cpu_level_name(level));
+        const auto& kernels = blip::kernels::detail::f32_kernels_for_level(level);
+        const float expected = kernels.fused ? fused_result : 0.0f;
+
+        float y = -1.0f;
+        blip::kernels::gemm_f32_at_level(level, first.data(), 1, count, second.data(), 1, count, &y, 1);
+        CHECK(y == expected);
+
+        float score = -1.0f;
+        kernels.scores(first.data(), count, 1, second.data(), count, 1, count, &score, 1);
+        CHECK(score == expected);
+
+        float transposed_score = -1.0f;
+        kernels.transposed_scores(column_first.data(), 2, 1, column_second.data(), 1, 1, 2, &transposed_score, 1);
+        CHECK(transposed_score == expected);
+
+        float weighted = -1.0f;
+        kernels.weighted_sum(column_first.data(), 2, 1, 2, column_second.data(), 1, 1, &weighted, 1);
+        CHECK(weighted == expected);
+    }
+}
+
 TEST_CASE("gemm_f32 matches double reference") {
     const GemmCase problem(19, 70, 777);
     for (CpuLevel level : available_levels()) {

@@ -256,7 +256,7 @@ struct PortableTiles {
             for (int r = 0; r < Rows; ++r) {
                 const Batch xv = Batch::load_unaligned(xp + r * x.row_stride);
                 for (int c = 0; c < Cols; ++c) {
-                    const Batch product = xv * wv[c];
+                    const Batch product(rounded_product<Batch::register_type>(xv * wv[c]));
                     sums[r][c] = sums[r][c] + product;
                 }
             }

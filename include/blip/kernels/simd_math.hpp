@@ -20,13 +20,41 @@ namespace blip::kernels::detail {
 // depends on the level's register width or on the other rows of the call.
 inline constexpr int kDotLanes = 16;
 
+// GCC contracts a * b + c into one fused multiply-add, even across statements, when the
+// target has FMA instructions and -ffp-contract=fast is in effect, which is GCC's default for
+// C++ (seen with GCC 12): always on ARM64, and on x86 with -mfma. The unfused arithmetic passes
+// its products through rounded_product() so that it rounds them on every target. Clang's
+// default contracts only within one expression, and each unfused product here is its own
+// statement.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__FP_FAST_FMAF)
+#define BLIP_ROUND_PRODUCTS 1
+#else
+#define BLIP_ROUND_PRODUCTS 0
+#endif
+
+// Returns `product` unchanged, as a value that the compiler cannot fuse into a later addition.
+// T is float or a SIMD register type. The empty asm statement hides the value from the
+// optimizer, and it keeps a loop around it from being vectorized. GCC 12's
+// __builtin_assoc_barrier would allow vectorization, but the vectorizer drops it, so the
+// vectorized loop is contracted again.
+// NOTE: GCC on other architectures with FMA instructions still contracts the unfused arithmetic.
+template <class T>
+inline T rounded_product(T product) {
+#if BLIP_ROUND_PRODUCTS && defined(__aarch64__)
+    __asm__("" : "+w"(product));  // a SIMD and floating-point register
+#elif BLIP_ROUND_PRODUCTS && (defined(__x86_64__) || defined(__i386__))
+    __asm__("" : "+x"(product));  // an SSE or AVX register
+#endif
+    return product;
+}
+
 // c + a * b, rounded once (Fused) or with the product rounded first.
 template <bool Fused>
 inline float multiply_add(float a, float b, float c) {
     if constexpr (Fused) {
         return std::fma(a, b, c);
     } else {
-        const float product = a * b;
+        const float product = rounded_product(a * b);
         return c + product;
     }
 }
