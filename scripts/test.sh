@@ -23,7 +23,8 @@ BLIP_WASM_BUILD=build/wasm BLIP_NATIVE_BUILD=build/release npm --prefix tests/wa
 sanitized_tests="test_gguf|test_image|test_checkpoint|test_convert|test_convert_layouts"
 cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLIP_SANITIZE=ON
 targets=$(ls tests/ | sed -n 's/^\(test_[a-z0-9_]*\)\.cpp$/\1/p' | grep -E "^(${sanitized_tests})$" || true)
-for target in $targets; do
-  cmake --build build/sanitize -j "$jobs" --target "$target"
-done
+# One build call, so that make compiles the targets side by side. The conversion suites also
+# run the sanitized blip-convert binary on bad files.
+# shellcheck disable=SC2086  # one word per target
+cmake --build build/sanitize -j "$jobs" --target blip-convert $targets
 ctest --test-dir build/sanitize --output-on-failure -R "^(${sanitized_tests})$"
