@@ -5,7 +5,7 @@
 #
 # Usage: bench/measure_all.sh [OUTPUT_DIR]   (default /tmp/blip-bench-results)
 # Needs: scripts/install-deps.sh --bench (PyTorch, OpenBLAS, Pillow) and Node.js with npm.
-# Takes about 40 minutes on 2 cores.
+# Takes about 65 minutes on 2 cores.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
