@@ -728,34 +728,6 @@ json limits_to_json(const blip::bench::MachineLimits& limits) {
     return out;
 }
 
-// The folder for the model files: the one requested, kept afterwards, or a new temporary
-// folder that is removed when the run ends, also after an error.
-struct WorkFolder {
-    fs::path path;
-    bool remove = false;
-
-    explicit WorkFolder(const std::string& requested) {
-        if (!requested.empty()) {
-            path = requested;
-            fs::create_directories(path);
-            return;
-        }
-        std::string pattern = (fs::temp_directory_path() / "blip-bench-XXXXXX").string();
-        if (mkdtemp(pattern.data()) == nullptr)
-            throw Error("could not create a temporary folder from " + pattern + ": " + std::strerror(errno) +
-                        " (pass --work-dir)");
-        path = pattern;
-        remove = true;
-    }
-    ~WorkFolder() {
-        if (!remove) return;
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-    WorkFolder(const WorkFolder&) = delete;
-    WorkFolder& operator=(const WorkFolder&) = delete;
-};
-
 std::string self_executable(const char* argv0) {
     std::error_code error;
     const fs::path self = fs::read_symlink("/proc/self/exe", error);
@@ -965,7 +937,7 @@ int run_parent(const Options& options, int argc, char** argv) {
         return 0;
     }
 
-    WorkFolder work(options.work_dir);
+    blip::bench::WorkFolder work(options.work_dir, "blip-bench");
     Options child_options = options;
     child_options.work_dir = work.path.string();
     const std::string executable = self_executable(argv[0]);

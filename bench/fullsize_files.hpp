@@ -5,12 +5,15 @@
 // can check its captions against the reference token ids without that checkpoint.
 #pragma once
 
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include <stdlib.h>  // mkdtemp
 
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
@@ -108,5 +111,33 @@ inline BuildReport build_model_file(const CheckpointName& name, DType type, cons
     writer.write_file(path.string());
     return report;
 }
+
+// The folder for the model files: the requested one, whose files are kept, or a new
+// temporary folder named `prefix`-XXXXXX that is removed at the end, also after an error.
+struct WorkFolder {
+    std::filesystem::path path;
+    bool temporary = false;
+
+    WorkFolder(const std::string& requested, const std::string& prefix) {
+        if (!requested.empty()) {
+            path = requested;
+            std::filesystem::create_directories(path);
+            return;
+        }
+        std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+        if (mkdtemp(pattern.data()) == nullptr)
+            throw Error("could not create a temporary folder from " + pattern + ": " + std::strerror(errno) +
+                        " (pass --work-dir)");
+        path = pattern;
+        temporary = true;
+    }
+    ~WorkFolder() {
+        if (!temporary) return;
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+    WorkFolder(const WorkFolder&) = delete;
+    WorkFolder& operator=(const WorkFolder&) = delete;
+};
 
 }  // namespace blip::bench

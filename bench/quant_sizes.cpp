@@ -104,19 +104,6 @@ Options parse_options(int argc, char** argv) {
     return options;
 }
 
-template <class Values>
-double cosine(const std::vector<float>& actual, const Values& expected) {
-    if (actual.size() != expected.size()) return NAN;
-    double dot = 0, actual_norm = 0, expected_norm = 0;
-    for (std::size_t i = 0; i < actual.size(); ++i) {
-        const double a = actual[i];
-        const double e = expected[i];
-        dot += a * e;
-        actual_norm += a * a;
-        expected_norm += e * e;
-    }
-    return dot / std::sqrt(actual_norm * expected_norm);
-}
 
 // Lists the types that the file's tensors are stored in, with each type's share of all values.
 std::string stored_types(const blip::gguf::File& file) {
@@ -182,10 +169,10 @@ Measurement measure(const std::string& file_path, DType type, const Reference& r
     result.stored = stored_types(*file);
 
     std::vector<float> embeds = model.vision_model.forward(reference.pixels);
-    result.embeds_vs_f32 = f32_embeds.empty() ? 1.0 : cosine(embeds, f32_embeds);
-    result.embeds_vs_reference = cosine(embeds, reference.image_embeds.data);
+    result.embeds_vs_f32 = f32_embeds.empty() ? 1.0 : blip_test::cosine_similarity(embeds, f32_embeds);
+    result.embeds_vs_reference = blip_test::cosine_similarity(embeds, reference.image_embeds.data);
     result.logits_vs_reference =
-        cosine(model.decoder_logits(embeds, {model.config.tokens.bos}), reference.logits_step0.data);
+        blip_test::cosine_similarity(model.decoder_logits(embeds, {model.config.tokens.bos}), reference.logits_step0.data);
 
     blip::GenerationConfig generation;
     generation.max_length = 30;
@@ -198,34 +185,6 @@ Measurement measure(const std::string& file_path, DType type, const Reference& r
     if (embeds_out) *embeds_out = std::move(embeds);
     return result;
 }
-
-// The folder for the model files: the requested one, whose files are kept, or a new
-// temporary folder that is removed at the end, also after an error.
-struct WorkFolder {
-    fs::path path;
-    bool temporary = false;
-
-    explicit WorkFolder(const std::string& requested) {
-        if (!requested.empty()) {
-            path = requested;
-            fs::create_directories(path);
-            return;
-        }
-        std::string pattern = (fs::temp_directory_path() / "blip-quant-sizes-XXXXXX").string();
-        if (mkdtemp(pattern.data()) == nullptr)
-            throw Error("could not create a temporary folder from " + pattern + ": " + std::strerror(errno) +
-                        " (pass --work-dir)");
-        path = pattern;
-        temporary = true;
-    }
-    ~WorkFolder() {
-        if (!temporary) return;
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-    WorkFolder(const WorkFolder&) = delete;
-    WorkFolder& operator=(const WorkFolder&) = delete;
-};
 
 void print_table(const std::string& checkpoint, const std::vector<Measurement>& rows) {
     std::printf("\n%s, cats.png (tensor types: share of values)\n\n", checkpoint.c_str());
@@ -244,7 +203,7 @@ void print_table(const std::string& checkpoint, const std::vector<Measurement>& 
 }
 
 int run(const Options& options) {
-    WorkFolder work(options.work_dir);
+    blip::bench::WorkFolder work(options.work_dir, "blip-quant-sizes");
     for (const auto& family : options.models) {
         const auto name = blip::bench::checkpoint_name(family, blip::Task::Caption);
         const Reference reference = read_reference(name.checkpoint);

@@ -82,15 +82,7 @@ std::string stored_types(const blip::gguf::File& file) {
 template <class Values>
 double cosine(const std::vector<float>& actual, const Values& expected) {
     REQUIRE(actual.size() == expected.size());
-    double dot = 0, actual_norm = 0, expected_norm = 0;
-    for (std::size_t i = 0; i < actual.size(); ++i) {
-        const double a = actual[i];
-        const double e = expected[i];
-        dot += a * e;
-        actual_norm += a * a;
-        expected_norm += e * e;
-    }
-    return dot / std::sqrt(actual_norm * expected_norm);
+    return blip_test::cosine_similarity(actual, expected);
 }
 
 double cosine(const std::vector<float>& actual, const blip_test::NpyArray& expected) {

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +60,22 @@ inline bool golden_available() { return fs::is_regular_file(golden_dir() / "READ
     } while (0)
 
 // A folder for files that tests write, inside the build tree.
+// Returns the cosine similarity of `actual` and `expected` (any indexable sequence of
+// numbers), summed in double, or NaN when their sizes differ.
+template <class Values>
+double cosine_similarity(const std::vector<float>& actual, const Values& expected) {
+    if (actual.size() != static_cast<std::size_t>(expected.size())) return NAN;
+    double dot = 0, actual_norm = 0, expected_norm = 0;
+    for (std::size_t i = 0; i < actual.size(); ++i) {
+        const double a = actual[i];
+        const double e = expected[i];
+        dot += a * e;
+        actual_norm += a * a;
+        expected_norm += e * e;
+    }
+    return dot / std::sqrt(actual_norm * expected_norm);
+}
+
 inline fs::path scratch_dir(const std::string& name) {
     fs::path dir = fs::path(BLIP_BINARY_DIR) / "test-scratch" / name;
     fs::create_directories(dir);
