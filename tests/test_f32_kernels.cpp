@@ -1,5 +1,6 @@
-// The f32 kernels of every CPU level (matrix product with epilogue, attention scores, softmax,
-// weighted sum) against their scalar references, bit for bit. Also the properties the model
+// The f32 kernels of every CPU level (matrix product with epilogue in both summation orders,
+// chain tiles and packing, attention scores, softmax, weighted sum) against their scalar
+// references, bit for bit. Also the properties the model
 // relies on: results independent of the thread count and of the number of rows in a call.
 // And the erf, GELU and exp approximations against libm.
 #include <doctest/doctest.h>
@@ -58,7 +59,8 @@ struct GemmCase {
     }
 
     // Runs the product at `level`; the residual, when used, is the output itself.
-    std::vector<float> run(CpuLevel level, bool gelu, bool use_residual) const {
+    std::vector<float> run(CpuLevel level, bool gelu, bool use_residual,
+                           blip::kernels::RowOrder order = blip::kernels::RowOrder::BatchInvariant) const {
         std::vector<float> y = use_residual ? residual : std::vector<float>(residual.size(), -7.0f);
         blip::kernels::Epilogue epilogue;
         epilogue.bias = bias.data();
@@ -68,7 +70,25 @@ struct GemmCase {
             epilogue.residual_stride = y_stride;
         }
         blip::kernels::gemm_f32_at_level(level, x.data(), rows, x_stride, w.data(), out, in, y.data(), y_stride,
-                                         epilogue);
+                                         epilogue, order);
+        return y;
+    }
+
+    // The chain-order product (one fused multiply-add chain per output in increasing k) with
+    // the fused epilogue reference.
+    std::vector<float> chain_reference(bool gelu, bool use_residual) const {
+        std::vector<float> y = use_residual ? residual : std::vector<float>(residual.size(), -7.0f);
+        for (std::int64_t r = 0; r < rows; ++r) {
+            std::vector<float> sums(static_cast<std::size_t>(out));
+            for (std::int64_t o = 0; o < out; ++o) {
+                float sum = 0.0f;
+                for (std::int64_t i = 0; i < in; ++i) sum = std::fma(x[r * x_stride + i], w[o * in + i], sum);
+                sums[o] = sum;
+            }
+            float* row = y.data() + r * y_stride;
+            blip::kernels::detail::epilogue_reference<true>(sums.data(), out, bias.data(), gelu,
+                                                            use_residual ? row : nullptr, row);
+        }
         return y;
     }
 
@@ -214,6 +234,89 @@ TEST_CASE("gemm_f32 is bit-identical for 1, 2 and 3 threads") {
     for (int threads : {1, 2, 3}) {
         blip::set_num_threads(threads);
         results[threads - 1] = problem.run(blip::quant::active_cpu_level(), true, true);
+    }
+    CHECK(bit_identical(results[0], results[1]));
+    CHECK(bit_identical(results[0], results[2]));
+}
+
+TEST_CASE("chain tiles and packing of every level equal their scalar reference") {
+    namespace detail = blip::kernels::detail;
+    for (CpuLevel level : available_levels()) {
+        const auto& kernels = detail::f32_kernels_for_level(level);
+        if (kernels.chain_rows == 0) continue;
+        CAPTURE(blip::quant::cpu_level_name(level));
+        const int mr = kernels.chain_rows;
+        const int nr = kernels.chain_cols;
+        for (std::int64_t count : {1, 15, 16, 17, 256}) {
+            CAPTURE(count);
+            const auto x = random_values(static_cast<std::size_t>(count * mr), 11);
+            const auto w = random_values(static_cast<std::size_t>(count * nr), 12);
+            for (int rows = 1; rows <= mr; ++rows)
+                for (bool accumulate : {false, true}) {
+                    CAPTURE(rows);
+                    CAPTURE(accumulate);
+                    const std::int64_t stride = nr + 5;
+                    const auto start = random_values(static_cast<std::size_t>(mr * stride), 13);
+                    std::vector<float> expected = start, y = start;
+                    detail::chain_tile_reference<true>(x.data(), mr, rows, w.data(), nr, count, expected.data(), stride,
+                                                       accumulate);
+                    kernels.chain[rows - 1](x.data(), w.data(), count, y.data(), stride, accumulate);
+                    CHECK(bit_identical(y, expected));
+                }
+        }
+        for (int width : {mr, nr})
+            for (std::int64_t rows : {std::int64_t{1}, std::int64_t{width - 1}, std::int64_t{width}})
+                for (std::int64_t count : {1, 16, 33, 770}) {
+                    CAPTURE(width);
+                    CAPTURE(rows);
+                    CAPTURE(count);
+                    const std::int64_t stride = count + 7;
+                    const auto source = random_values(static_cast<std::size_t>(rows * stride), 14);
+                    std::vector<float> expected(static_cast<std::size_t>(count * width), -1.0f);
+                    std::vector<float> packed(expected.size(), -2.0f);
+                    detail::chain_pack_reference(source.data(), rows, stride, count, width, expected.data());
+                    kernels.chain_pack(source.data(), rows, stride, count, width, packed.data());
+                    CHECK(bit_identical(packed, expected));
+                }
+    }
+}
+
+TEST_CASE("gemm_f32 in chain order equals one multiply-add chain per output") {
+    // Products of many rows with RowOrder::Fastest: chain order at the levels that have chain
+    // tiles (partial row and column tiles, k blocks with a tail), the dot-product order at
+    // the others.
+    const std::int64_t shapes[][3] = {{32, 1, 1}, {45, 70, 777}, {100, 129, 300}, {33, 32, 16}};
+    for (const auto& shape : shapes) {
+        const GemmCase problem(shape[0], shape[1], shape[2]);
+        CAPTURE(problem.rows);
+        CAPTURE(problem.out);
+        CAPTURE(problem.in);
+        for (bool gelu : {false, true})
+            for (bool residual : {false, true}) {
+                CAPTURE(gelu);
+                CAPTURE(residual);
+                const auto chain = problem.chain_reference(gelu, residual);
+                for (CpuLevel level : available_levels()) {
+                    CAPTURE(blip::quant::cpu_level_name(level));
+                    const auto y = problem.run(level, gelu, residual, blip::kernels::RowOrder::Fastest);
+                    if (blip::kernels::detail::f32_kernels_for_level(level).chain_rows > 0)
+                        CHECK(bit_identical(y, chain));
+                    else
+                        CHECK(bit_identical(y, problem.run(level, gelu, residual)));
+                }
+            }
+    }
+}
+
+TEST_CASE("gemm_f32 in chain order is bit-identical for 1, 2 and 3 threads") {
+    ThreadCountGuard guard;
+    const GemmCase problem(200, 300, 256);
+    REQUIRE(problem.rows * problem.out * problem.in >= 3 * blip::kMinWorkPerThread);
+    std::vector<float> results[3];
+    for (int threads : {1, 2, 3}) {
+        blip::set_num_threads(threads);
+        results[threads - 1] =
+            problem.run(blip::quant::active_cpu_level(), true, true, blip::kernels::RowOrder::Fastest);
     }
     CHECK(bit_identical(results[0], results[1]));
     CHECK(bit_identical(results[0], results[2]));

@@ -1,12 +1,16 @@
 // f32 matrix product y = x W^T with a fused epilogue (bias, GELU, residual): the kernel behind
 // every f32 nn.Linear of the model.
 //
-// Every output is one dot product over the whole row, summed in the fixed 16-lane order of
-// simd_math.hpp and computed by one register tile. Cache blocks, threads and the number of
-// rows in the call only decide which tile computes an output, never how. So each output is
-// bit-identical for any thread count and any number of rows in the call (one row for greedy
-// decoding, three for beams, 577 for the vision encoder). Results differ between the
-// arithmetic families (FMA levels versus portable levels), not between levels of one family.
+// Two summation orders. By default every output is one dot product over the whole row, summed
+// in the fixed 16-lane order of simd_math.hpp and computed by one register tile. Cache blocks,
+// threads and the number of rows in the call only decide which tile computes an output, never
+// how. So each output is bit-identical for any thread count and any number of rows in the call
+// (one row for greedy decoding, three for beams, eight for a batch). Callers that need no such
+// row independence (RowOrder::Fastest: the vision encoder's 577 rows) get the chain order of
+// BLAS kernels for products of many rows, each output one multiply-add chain over k, which
+// the FMA levels compute faster. Either order is independent of the thread count. Results
+// differ between the arithmetic families (FMA levels versus portable levels), not between
+// levels of one family.
 #pragma once
 
 #include <algorithm>
@@ -34,6 +38,16 @@ struct Epilogue {
     bool gelu = false;
     const float* residual = nullptr;
     std::int64_t residual_stride = 0;
+};
+
+// Whether a product may round a row differently depending on the other rows of the call.
+enum class RowOrder {
+    // Products of many rows may sum in chain order (see ChainTile), faster, and round
+    // differently from a product of the same row alone.
+    Fastest,
+    // Rows decoded together must give the bits each gives alone (batched decoding, beams):
+    // every output is summed in the 16-lane dot-product order whatever the row count.
+    BatchInvariant,
 };
 
 namespace detail {
@@ -198,11 +212,102 @@ inline void pack_weights(const F32KernelTable& k, const GemmProblem& p, float* o
         threads);
 }
 
+// ----- chain order ------------------------------------------------------------------------------
+
+// Products with at least this many rows use the chain-order tiles when the caller allows
+// (RowOrder::Fastest) and the level has them.
+inline constexpr std::int64_t kChainMinRows = 32;
+// Values of k per pass over the outputs of a task: the W panel of one tile column (256 x 32
+// floats on AVX-512, 32 KiB) stays in the L1 cache while every x panel of the task uses it.
+inline constexpr std::int64_t kChainDepth = 256;
+// Outputs per task, a multiple of every level's chain_cols.
+inline constexpr std::int64_t kChainBlockCols = 128;
+// Most rows per task. Tasks split the rows evenly, in multiples of chain_rows.
+inline constexpr std::int64_t kChainMaxRowChunk = 96;
+
+// Per-thread buffer for the sums of one chain task, aligned to 64 bytes.
+inline float* chain_sums_buffer(std::size_t floats) {
+    thread_local std::vector<float> buffer;
+    return aligned_floats(buffer, floats);
+}
+
+// Computes the product in chain order. x and W are packed once per call into the calling
+// thread's buffer. Then each task of up to kChainMaxRowChunk rows and kChainBlockCols outputs
+// sums its outputs over k blocks of kChainDepth in a per-thread buffer and applies the epilogue. Every output
+// is one chain over k whatever the split, so results do not depend on the thread count.
+inline void gemm_f32_chain(const F32KernelTable& k, const GemmProblem& p, int threads) {
+    const int mr = k.chain_rows;
+    const int nr = k.chain_cols;
+    const std::int64_t in = p.in_features;
+    const std::int64_t x_panels = tile_count(p.rows, mr);
+    const std::int64_t w_panels = tile_count(p.out_features, nr);
+    float* packed_x = packing_buffer(static_cast<std::size_t>((x_panels * mr + w_panels * nr) * in));
+    float* packed_w = packed_x + x_panels * mr * in;
+    // Pieces of similar size for the static schedule: an x panel whole, a W panel (wider) in
+    // ranges of k of about as many elements.
+    const std::int64_t w_pieces = std::max<std::int64_t>(1, nr / mr);
+    const std::int64_t piece_depth = tile_count(in, w_pieces);
+    parallel_for(
+        x_panels + w_panels * w_pieces,
+        [&](std::int64_t piece, int) {
+            if (piece < x_panels) {
+                const std::int64_t r = piece * mr;
+                k.chain_pack(p.x + r * p.x_stride, std::min<std::int64_t>(mr, p.rows - r), p.x_stride, in, mr,
+                             packed_x + r * in);
+                return;
+            }
+            const std::int64_t c = (piece - x_panels) / w_pieces * nr;
+            const std::int64_t k0 = (piece - x_panels) % w_pieces * piece_depth;
+            if (k0 >= in) return;
+            k.chain_pack(p.w + c * in + k0, std::min<std::int64_t>(nr, p.out_features - c), in,
+                         std::min(piece_depth, in - k0), nr, packed_w + c * in + k0 * nr);
+        },
+        threads);
+
+    const std::int64_t col_blocks = tile_count(p.out_features, kChainBlockCols);
+    const std::int64_t row_chunks = tile_count(p.rows, kChainMaxRowChunk);
+    const std::int64_t chunk_rows = tile_count(tile_count(p.rows, row_chunks), mr) * mr;
+    const blip::kernels::Epilogue& e = *p.epilogue;
+    parallel_for(
+        col_blocks * row_chunks,
+        [&](std::int64_t task, int) {
+            const std::int64_t col_begin = task / row_chunks * kChainBlockCols;
+            const std::int64_t col_end = std::min(p.out_features, col_begin + kChainBlockCols);
+            const std::int64_t row_begin = task % row_chunks * chunk_rows;
+            const std::int64_t row_end = std::min(p.rows, row_begin + chunk_rows);
+            const std::int64_t cols = col_end - col_begin;
+            const std::int64_t sums_stride = tile_count(cols, nr) * nr;
+            float* sums = chain_sums_buffer(static_cast<std::size_t>(chunk_rows * sums_stride));
+            for (std::int64_t k0 = 0; k0 < in; k0 += kChainDepth) {
+                const std::int64_t depth = std::min(kChainDepth, in - k0);
+                for (std::int64_t c = col_begin; c < col_end; c += nr) {
+                    const float* w_panel = packed_w + c * in + k0 * nr;
+                    for (std::int64_t r = row_begin; r < row_end; r += mr) {
+                        const int tile_rows = static_cast<int>(std::min<std::int64_t>(mr, row_end - r));
+                        k.chain[tile_rows - 1](packed_x + r * in + k0 * mr, w_panel, depth,
+                                               sums + (r - row_begin) * sums_stride + (c - col_begin), sums_stride,
+                                               k0 > 0);
+                    }
+                }
+            }
+            for (std::int64_t row = row_begin; row < row_end; ++row) {
+                const float* residual = e.residual ? e.residual + row * e.residual_stride + col_begin : nullptr;
+                k.epilogue(sums + (row - row_begin) * sums_stride, cols, e.bias ? e.bias + col_begin : nullptr, e.gelu,
+                           residual, p.y + row * p.y_stride + col_begin);
+            }
+        },
+        threads);
+}
+
 inline void gemm_f32_with(const F32KernelTable& k, const float* x, std::int64_t rows, std::int64_t x_stride,
                           const float* w, std::int64_t out_features, std::int64_t in_features, float* y,
-                          std::int64_t y_stride, const blip::kernels::Epilogue& epilogue) {
+                          std::int64_t y_stride, const blip::kernels::Epilogue& epilogue, RowOrder order) {
     if (rows <= 0 || out_features <= 0) return;
     const GemmProblem problem{x, rows, x_stride, w, out_features, in_features, y, y_stride, &epilogue};
+    if (order == RowOrder::Fastest && k.chain_rows > 0 && rows >= kChainMinRows && in_features > 0) {
+        gemm_f32_chain(k, problem, threads_for_work(rows * out_features * in_features));
+        return;
+    }
     const std::int64_t block_cols = gemm_block_cols(k, in_features);
     const std::int64_t col_blocks = tile_count(out_features, block_cols);
     const std::int64_t row_chunks = tile_count(rows, kGemmMaxRowChunk);
@@ -235,26 +340,27 @@ inline void gemm_f32_with(const F32KernelTable& k, const float* x, std::int64_t 
 
 // y[r * y_stride + o] = epilogue(sum_i x[r * x_stride + i] * w[o * in_features + i]) for
 // r < rows and o < out_features: f32, W row-major [out_features, in_features]. `y` must not
-// overlap `x`; the epilogue's residual may equal `y`. Uses the kernels of
-// quant::active_cpu_level().
+// overlap `x`; the epilogue's residual may equal `y`. `order` selects whether the sums
+// may depend on the number of rows (see RowOrder). Uses the kernels of quant::active_cpu_level().
 inline void gemm_f32(const float* x, std::int64_t rows, std::int64_t x_stride, const float* w,
                      std::int64_t out_features, std::int64_t in_features, float* y, std::int64_t y_stride,
-                     const Epilogue& epilogue = {}) {
+                     const Epilogue& epilogue = {}, RowOrder order = RowOrder::BatchInvariant) {
     detail::gemm_f32_with(detail::active_f32_kernels(), x, rows, x_stride, w, out_features, in_features, y, y_stride,
-                          epilogue);
+                          epilogue, order);
 }
 
 // gemm_f32() with the kernels of `level`, for tests and benchmarks. Throws blip::Error when
 // this CPU or build lacks that level.
 inline void gemm_f32_at_level(quant::CpuLevel level, const float* x, std::int64_t rows, std::int64_t x_stride,
                               const float* w, std::int64_t out_features, std::int64_t in_features, float* y,
-                              std::int64_t y_stride, const Epilogue& epilogue = {}) {
+                              std::int64_t y_stride, const Epilogue& epilogue = {},
+                              RowOrder order = RowOrder::BatchInvariant) {
     if (!quant::cpu_level_available(level))
         throw Error("gemm_f32_at_level: this CPU or build lacks kernel level " +
                     std::string(quant::cpu_level_name(level)) + "; the highest is " +
                     std::string(quant::cpu_level_name(quant::max_cpu_level())));
     detail::gemm_f32_with(detail::f32_kernels_for_level(level), x, rows, x_stride, w, out_features, in_features, y,
-                          y_stride, epilogue);
+                          y_stride, epilogue, order);
 }
 
 // Whether `level` rounds each multiply-add once (FMA levels) or twice (portable levels).

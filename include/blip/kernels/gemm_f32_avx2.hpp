@@ -3,6 +3,7 @@
 // one dot product (lanes 0..7 and 8..15), so results equal the Avx512 level's.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include <immintrin.h>
@@ -78,6 +79,62 @@ struct Tiles {
             for (int c = 0; c < Cols; ++c) y[r * y_stride + c] = reduce_lanes(low[r][c], high[r][c]);
     }
 };
+
+// Chain-order tiles (see ChainTile): up to 6 rows of x times 16 outputs, two registers per
+// row, so that the 12 accumulators, the two W vectors and the broadcast x value fit the 16
+// registers.
+struct ChainTiles {
+    static constexpr int kRows = 6;
+    static constexpr int kCols = 16;
+
+    template <int Rows>
+    BLIP_F32_AVX2 static void tile(const float* x_panel, const float* w_panel, std::int64_t count, float* y,
+                                   std::int64_t y_stride, bool accumulate) {
+        __m256 acc[Rows][2];
+        for (int r = 0; r < Rows; ++r) {
+            acc[r][0] = accumulate ? _mm256_loadu_ps(y + r * y_stride) : _mm256_setzero_ps();
+            acc[r][1] = accumulate ? _mm256_loadu_ps(y + r * y_stride + 8) : _mm256_setzero_ps();
+        }
+        const float* xp = x_panel;
+        const float* wp = w_panel;
+        for (std::int64_t k = 0; k < count; ++k, xp += kRows, wp += kCols) {
+            const __m256 w0 = _mm256_loadu_ps(wp);
+            const __m256 w1 = _mm256_loadu_ps(wp + 8);
+            for (int r = 0; r < Rows; ++r) {
+                const __m256 xv = _mm256_broadcast_ss(xp + r);
+                acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < Rows; ++r) {
+            _mm256_storeu_ps(y + r * y_stride, acc[r][0]);
+            _mm256_storeu_ps(y + r * y_stride + 8, acc[r][1]);
+        }
+    }
+};
+
+// chain_pack_reference with one gather per 8 rows and k. Gather indices are 32-bit, so longer
+// strides take the scalar path.
+BLIP_F32_AVX2 inline void chain_pack(const float* source, std::int64_t rows, std::int64_t stride,
+                                     std::int64_t count, int width, float* out) {
+    if (stride > (std::int64_t{1} << 31) / 8) {
+        chain_pack_reference(source, rows, stride, count, width, out);
+        return;
+    }
+    const __m256i index =
+        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(stride)));
+    for (int r0 = 0; r0 < width; r0 += 8) {
+        const std::int64_t lanes = std::min(8, width - r0);
+        const __m256i store = first_lanes(lanes);
+        const std::int64_t valid = std::max<std::int64_t>(0, std::min(lanes, rows - r0));
+        const __m256i load = first_lanes(valid);
+        const float* base = source + (valid > 0 ? r0 * stride : 0);
+        for (std::int64_t k = 0; k < count; ++k)
+            _mm256_maskstore_ps(out + k * width + r0, store,
+                                _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + k, index,
+                                                         _mm256_castsi256_ps(load), 4));
+    }
+}
 
 // erf_reference<true> on 8 values.
 BLIP_F32_AVX2 inline __m256 erf8(__m256 z) {
@@ -336,6 +393,8 @@ BLIP_F32_AVX2 inline void weighted_sum(const float* p, std::int64_t p_stride, in
 
 inline void install(F32KernelTable& table) {
     install_tiles<Tiles, 4, 3>(table);
+    install_chain_tiles<ChainTiles>(table);
+    table.chain_pack = chain_pack;
     table.fused = true;
     table.epilogue = epilogue;
     table.scores = scores;

@@ -3,6 +3,7 @@
 // are one 512-bit register.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include <immintrin.h>
@@ -68,6 +69,85 @@ struct Tiles {
             for (int c = 0; c < Cols; ++c) y[r * y_stride + c] = reduce_lanes(acc[r][c]);
     }
 };
+
+// Chain-order tiles (see ChainTile): up to 12 rows of x times 32 outputs, two registers per
+// row, so that the 24 accumulators, the two W vectors and the broadcast x value fit the 32
+// registers. Each k costs 2 vector loads and 12 broadcasts for 24 multiply-adds, and the
+// 32 KiB W panel of a 256-deep k block stays in the L1 cache while the x panels pass over it.
+struct ChainTiles {
+    static constexpr int kRows = 12;
+    static constexpr int kCols = 32;
+
+    template <int Rows>
+    BLIP_F32_AVX512 static void tile(const float* x_panel, const float* w_panel, std::int64_t count, float* y,
+                                     std::int64_t y_stride, bool accumulate) {
+        __m512 acc[Rows][2];
+        for (int r = 0; r < Rows; ++r) {
+            acc[r][0] = accumulate ? _mm512_loadu_ps(y + r * y_stride) : _mm512_setzero_ps();
+            acc[r][1] = accumulate ? _mm512_loadu_ps(y + r * y_stride + 16) : _mm512_setzero_ps();
+        }
+        const float* xp = x_panel;
+        const float* wp = w_panel;
+        for (std::int64_t k = 0; k < count; ++k, xp += kRows, wp += kCols) {
+            const __m512 w0 = _mm512_loadu_ps(wp);
+            const __m512 w1 = _mm512_loadu_ps(wp + 16);
+            for (int r = 0; r < Rows; ++r) {
+                const __m512 xv = _mm512_set1_ps(xp[r]);
+                acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < Rows; ++r) {
+            _mm512_storeu_ps(y + r * y_stride, acc[r][0]);
+            _mm512_storeu_ps(y + r * y_stride + 16, acc[r][1]);
+        }
+    }
+};
+
+// Transposes the 16 x 16 block in `v` (row i in v[i]) in place: afterwards v[j] holds column j.
+BLIP_F32_AVX512 inline void transpose16(__m512 (&v)[16]) {
+    // Pairs of rows interleaved, then groups of 4: s[g][c] holds, in its 128-bit lane L, column
+    // 4L + c of rows 4g..4g+3.
+    __m512 s[4][4];
+    for (int g = 0; g < 4; ++g) {
+        const __m512 t0 = _mm512_maskz_unpacklo_ps(kAll, v[4 * g], v[4 * g + 1]);
+        const __m512 t1 = _mm512_maskz_unpackhi_ps(kAll, v[4 * g], v[4 * g + 1]);
+        const __m512 t2 = _mm512_maskz_unpacklo_ps(kAll, v[4 * g + 2], v[4 * g + 3]);
+        const __m512 t3 = _mm512_maskz_unpackhi_ps(kAll, v[4 * g + 2], v[4 * g + 3]);
+        s[g][0] = _mm512_maskz_shuffle_ps(kAll, t0, t2, 0x44);
+        s[g][1] = _mm512_maskz_shuffle_ps(kAll, t0, t2, 0xEE);
+        s[g][2] = _mm512_maskz_shuffle_ps(kAll, t1, t3, 0x44);
+        s[g][3] = _mm512_maskz_shuffle_ps(kAll, t1, t3, 0xEE);
+    }
+    // Column 4L + c gathers lane L of s[0][c] .. s[3][c].
+    for (int c = 0; c < 4; ++c) {
+        const __m512 low01 = _mm512_maskz_shuffle_f32x4(kAll, s[0][c], s[1][c], 0x44);
+        const __m512 high01 = _mm512_maskz_shuffle_f32x4(kAll, s[0][c], s[1][c], 0xEE);
+        const __m512 low23 = _mm512_maskz_shuffle_f32x4(kAll, s[2][c], s[3][c], 0x44);
+        const __m512 high23 = _mm512_maskz_shuffle_f32x4(kAll, s[2][c], s[3][c], 0xEE);
+        v[c] = _mm512_maskz_shuffle_f32x4(kAll, low01, low23, 0x88);
+        v[4 + c] = _mm512_maskz_shuffle_f32x4(kAll, low01, low23, 0xDD);
+        v[8 + c] = _mm512_maskz_shuffle_f32x4(kAll, high01, high23, 0x88);
+        v[12 + c] = _mm512_maskz_shuffle_f32x4(kAll, high01, high23, 0xDD);
+    }
+}
+
+// chain_pack_reference by 16 x 16 blocks transposed in registers.
+BLIP_F32_AVX512 inline void chain_pack(const float* source, std::int64_t rows, std::int64_t stride,
+                                       std::int64_t count, int width, float* out) {
+    for (std::int64_t k0 = 0; k0 < count; k0 += 16) {
+        const std::int64_t depth = std::min<std::int64_t>(16, count - k0);
+        const __mmask16 load = first_lanes(depth);
+        for (int r0 = 0; r0 < width; r0 += 16) {
+            __m512 v[16];
+            for (int i = 0; i < 16; ++i)
+                v[i] = r0 + i < rows ? _mm512_maskz_loadu_ps(load, source + (r0 + i) * stride + k0) : _mm512_setzero_ps();
+            transpose16(v);
+            const __mmask16 store = first_lanes(width - r0);
+            for (std::int64_t j = 0; j < depth; ++j) _mm512_mask_storeu_ps(out + (k0 + j) * width + r0, store, v[j]);
+        }
+    }
+}
 
 // erf_reference<true> on 16 values.
 BLIP_F32_AVX512 inline __m512 erf16(__m512 z) {
@@ -159,10 +239,10 @@ BLIP_F32_AVX512 __attribute__((always_inline)) inline __m512 reduce_lanes_16x(Ac
                              _mm512_maskz_shuffle_f32x4(kAll, t[2 * i], t[2 * i + 1], 0xDD));
     __m512 v[2];
     for (int i = 0; i < 2; ++i)  // quarter q: s3[0], s3[1] of acc[8i + q], then of acc[8i + 4 + q]
-        v[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44),
-                             _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xEE));
+        v[i] = _mm512_add_ps(_mm512_maskz_shuffle_ps(kAll, u[2 * i], u[2 * i + 1], 0x44),
+                             _mm512_maskz_shuffle_ps(kAll, u[2 * i], u[2 * i + 1], 0xEE));
     // Quarter q: the results of acc[q], acc[4 + q], acc[8 + q], acc[12 + q].
-    const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xDD));
+    const __m512 r = _mm512_add_ps(_mm512_maskz_shuffle_ps(kAll, v[0], v[1], 0x88), _mm512_maskz_shuffle_ps(kAll, v[0], v[1], 0xDD));
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_maskz_permutexvar_ps(kAll, order, r);
 }
@@ -419,6 +499,8 @@ BLIP_F32_AVX512 inline void weighted_sum(const float* p, std::int64_t p_stride, 
 
 inline void install(F32KernelTable& table) {
     install_tiles<Tiles, 5, 5>(table);
+    install_chain_tiles<ChainTiles>(table);
+    table.chain_pack = chain_pack;
     table.fused = true;
     table.epilogue = epilogue;
     table.scores = scores;

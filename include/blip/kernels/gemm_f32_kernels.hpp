@@ -36,6 +36,53 @@ struct TileOperand {
 // 16-lane order of dot_reference: y[r * y_stride + c].
 using DotTile = void (*)(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride);
 
+// ----- chain-order tiles ----------------------------------------------------------------------
+// Products with many rows may instead sum each output as one multiply-add chain in increasing k,
+// starting from zero: the order of BLAS micro-kernels, which broadcast one element of x and
+// multiply it with a vector of W values of consecutive outputs. Both operands are packed into
+// panels (see ChainPack): a panel of x holds a level's chain_rows rows, a panel of W its
+// chain_cols outputs.
+
+// Most rows of one chain tile of any level.
+inline constexpr int kMaxChainRows = 12;
+
+// y[r * y_stride + c] for r < Rows (the tile's template argument) and c < the level's
+// chain_cols: the chain of the x panel's row r and the W panel's output c over `count` values
+// of k, continued from the value in y when `accumulate`, else from zero.
+using ChainTile = void (*)(const float* x_panel, const float* w_panel, std::int64_t count, float* y,
+                           std::int64_t y_stride, bool accumulate);
+
+// Copies `rows` (at most `width`) rows of `count` elements (row stride `stride`) into a panel
+// of `width` rows: element k of row r at out[k * width + r], zero for rows past `rows`.
+using ChainPack = void (*)(const float* source, std::int64_t rows, std::int64_t stride, std::int64_t count,
+                           int width, float* out);
+
+// Scalar reference of a ChainTile with `rows` rows of an x panel of `panel_rows` rows and a
+// W panel of `cols` outputs.
+template <bool Fused>
+inline void chain_tile_reference(const float* x_panel, int panel_rows, int rows, const float* w_panel, int cols,
+                                 std::int64_t count, float* y, std::int64_t y_stride, bool accumulate) {
+    for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) {
+            float sum = accumulate ? y[r * y_stride + c] : 0.0f;
+            for (std::int64_t k = 0; k < count; ++k)
+                sum = multiply_add<Fused>(x_panel[k * panel_rows + r], w_panel[k * cols + c], sum);
+            y[r * y_stride + c] = sum;
+        }
+}
+
+// Scalar ChainPack, in blocks of 16 k so that the written part of the panel stays in the L1
+// cache.
+inline void chain_pack_reference(const float* source, std::int64_t rows, std::int64_t stride, std::int64_t count,
+                                 int width, float* out) {
+    constexpr std::int64_t kBlock = 16;
+    for (std::int64_t k0 = 0; k0 < count; k0 += kBlock) {
+        const std::int64_t k1 = std::min(count, k0 + kBlock);
+        for (std::int64_t r = 0; r < width; ++r)
+            for (std::int64_t k = k0; k < k1; ++k) out[k * width + r] = r < rows ? source[r * stride + k] : 0.0f;
+    }
+}
+
 // Elementwise end of a linear layer for `count` outputs of one row:
 // y = residual + gelu(dots + bias), each part optional (null pointer, gelu false). `residual`
 // may equal `y`, but `dots` must not overlap `y` unless it equals it.
@@ -78,6 +125,11 @@ struct F32KernelTable {
     int tile_rows = 1;
     int tile_cols = 1;
     DotTile tiles[kMaxTileRows][kMaxTileCols] = {};  // tiles[r - 1][c - 1] for r <= tile_rows, c <= tile_cols
+    // Chain-order tiles, chain[r - 1] for r <= chain_rows; chain_rows is 0 at levels without them.
+    int chain_rows = 0;
+    int chain_cols = 0;
+    ChainTile chain[kMaxChainRows] = {};
+    ChainPack chain_pack = nullptr;
     EpilogueKernel epilogue = nullptr;
     ScoresKernel scores = nullptr;
     TransposedScoresKernel transposed_scores = nullptr;
@@ -102,6 +154,20 @@ void install_tiles(F32KernelTable& table) {
     install_tiles<Tiles, Cols>(table, std::make_integer_sequence<int, Rows * Cols>{});
     table.tile_rows = Rows;
     table.tile_cols = Cols;
+}
+
+template <class Tiles, int... Rows>
+void install_chain_tiles(F32KernelTable& table, std::integer_sequence<int, Rows...>) {
+    ((table.chain[Rows] = &Tiles::template tile<Rows + 1>), ...);
+}
+
+// Fills table.chain with Tiles::tile<r> for every r <= Tiles::kRows.
+template <class Tiles>
+void install_chain_tiles(F32KernelTable& table) {
+    static_assert(Tiles::kRows <= kMaxChainRows, "chain tile taller than kMaxChainRows");
+    install_chain_tiles<Tiles>(table, std::make_integer_sequence<int, Tiles::kRows>{});
+    table.chain_rows = Tiles::kRows;
+    table.chain_cols = Tiles::kCols;
 }
 
 template <bool Fused>

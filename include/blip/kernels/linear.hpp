@@ -36,30 +36,22 @@ inline bool linear_supports(DType type, std::int64_t in_features) {
     return type == DType::F32 ? in_features > 0 : quant::row_length_supported(type, in_features);
 }
 
-// Rule for computing a row of linear()'s output. Both orders now give every row the same bits
-// whatever the other rows and their number: gemm_f32 sums each output in a fixed order, and
-// quant::gemm's kernels are row-independent too. The choice is kept for callers that state
-// which property they rely on.
-enum class RowOrder {
-    Fastest,
-    // Rows decoded together must give the bits each gives alone (batched decoding).
-    BatchInvariant,
-};
-
 // y[rows, out_features] = epilogue(x W^T) for a weight `weight` of shape [out_features,
 // in_features] (any shape with that many elements, such as the 4-D patch convolution) stored
 // in any supported type. The epilogue's residual may equal `y`. For weights other than f32,
 // that case needs `scratch` (rows * out_features floats, not overlapping x or y) to store the
-// product before the epilogue.
+// product before the epilogue. `order` chooses the summation order of f32 weights (see
+// RowOrder); the other types give every row the same bits in any call.
 inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, std::int64_t in_features,
-                   const float* x, std::int64_t rows, float* y, const Epilogue& epilogue, float* scratch = nullptr) {
+                   const float* x, std::int64_t rows, float* y, const Epilogue& epilogue, float* scratch = nullptr,
+                   RowOrder order = RowOrder::Fastest) {
     if (weight.numel() != out_features * in_features)
         throw Error("linear: weight " + weight.name + " of shape " + gguf::shape_string(weight.shape) +
                     " does not have " + std::to_string(out_features) + " x " + std::to_string(in_features) +
                     " elements");
     if (weight.data == nullptr) throw Error("linear: weight " + weight.name + " has no data");
     if (weight.type == DType::F32) {
-        gemm_f32(x, rows, in_features, weight.f32(), out_features, in_features, y, out_features, epilogue);
+        gemm_f32(x, rows, in_features, weight.f32(), out_features, in_features, y, out_features, epilogue, order);
         return;
     }
     if (!linear_supports(weight.type, in_features))
@@ -87,14 +79,13 @@ inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, st
         threads_for_work(rows * out_features * (epilogue.gelu ? 8 : 1)));
 }
 
-// y = x W^T + b. `order` no longer changes the result (see RowOrder).
+// y = x W^T + b.
 inline void linear(const gguf::TensorInfo& weight, const float* bias, std::int64_t out_features,
                    std::int64_t in_features, const float* x, std::int64_t rows, float* y,
                    RowOrder order = RowOrder::Fastest) {
-    (void)order;
     Epilogue epilogue;
     epilogue.bias = bias;
-    linear(weight, out_features, in_features, x, rows, y, epilogue);
+    linear(weight, out_features, in_features, x, rows, y, epilogue, nullptr, order);
 }
 
 }  // namespace blip::kernels

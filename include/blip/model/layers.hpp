@@ -85,7 +85,7 @@ struct Linear {
         kernels::Epilogue epilogue;
         epilogue.bias = bias;
         epilogue.gelu = true;
-        kernels::linear(*weight, out_features, in_features, x, rows, y, epilogue);
+        kernels::linear(*weight, out_features, in_features, x, rows, y, epilogue, nullptr, row_order);
     }
 
     // y += x W^T + b (a residual connection), fused into the product's last pass. `scratch`
@@ -95,7 +95,7 @@ struct Linear {
         epilogue.bias = bias;
         epilogue.residual = y;
         epilogue.residual_stride = out_features;
-        kernels::linear(*weight, out_features, in_features, x, rows, y, epilogue, scratch);
+        kernels::linear(*weight, out_features, in_features, x, rows, y, epilogue, scratch, row_order);
     }
 
 private:
