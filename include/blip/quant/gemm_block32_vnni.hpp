@@ -330,13 +330,15 @@ BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_
         }
         const __m256i d_words = _mm256_i32gather_epi32(reinterpret_cast<const int*>(w + b), d_offsets, 1);
         const __m256 w_scale = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(d_words));
+        // 128 * (sum of q) of each block, subtracted from every row's block sums.
+        const __m256i block_correction = sum_lanes_8x(correction);
         for (int r = 0; r < Rows; ++r) {
             __m256i partial[8];
             for (int j = 0; j < 8; ++j) {
                 const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + (b + j) * 32));
-                partial[j] = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), xv, wq[j]), correction[j]);
+                partial[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), xv, wq[j]);
             }
-            const __m256i dots = sum_lanes_8x(partial);
+            const __m256i dots = _mm256_sub_epi32(sum_lanes_8x(partial), block_correction);
             const __m256 scale = _mm256_mul_ps(w_scale, _mm256_loadu_ps(act[r].d + b));
             sums[r] = _mm512_fmadd_pd(_mm512_maskz_cvtps_pd(0xFF, scale), _mm512_maskz_cvtepi32_pd(0xFF, dots), sums[r]);
         }
