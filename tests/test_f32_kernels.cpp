@@ -15,6 +15,7 @@
 #include "blip/kernels/attention.hpp"
 #include "blip/kernels/gemm_f32.hpp"
 #include "blip/kernels/simd_math.hpp"
+#include "blip/quant/float16.hpp"
 
 namespace {
 
@@ -320,6 +321,37 @@ TEST_CASE("gemm_f32 in chain order is bit-identical for 1, 2 and 3 threads") {
     }
     CHECK(bit_identical(results[0], results[1]));
     CHECK(bit_identical(results[0], results[2]));
+}
+
+TEST_CASE("gemm_f32_halves equals gemm_f32 of the widened weights") {
+    const GemmCase problem(40, 45, 300);
+    if (!blip::kernels::gemm_f32_halves_supported(problem.rows, problem.in)) return;
+    const auto widen_f16 = [](const std::uint16_t* halves, std::int64_t count, float* out) {
+        for (std::int64_t i = 0; i < count; ++i) out[i] = blip::quant::fp16_to_fp32(halves[i]);
+    };
+    const auto widen_bf16 = [](const std::uint16_t* halves, std::int64_t count, float* out) {
+        for (std::int64_t i = 0; i < count; ++i) out[i] = blip::quant::bf16_to_fp32(halves[i]);
+    };
+    for (bool bf16 : {false, true}) {
+        CAPTURE(bf16);
+        std::vector<std::uint16_t> halves(problem.w.size());
+        std::vector<float> widened(problem.w.size());
+        for (std::size_t i = 0; i < halves.size(); ++i) {
+            halves[i] = bf16 ? blip::quant::fp32_to_bf16(problem.w[i]) : blip::quant::fp32_to_fp16(problem.w[i]);
+            widened[i] = bf16 ? blip::quant::bf16_to_fp32(halves[i]) : blip::quant::fp16_to_fp32(halves[i]);
+        }
+        blip::kernels::Epilogue epilogue;
+        epilogue.bias = problem.bias.data();
+        epilogue.gelu = true;
+        std::vector<float> expected(problem.residual.size(), -7.0f), y(problem.residual.size(), -7.0f);
+        blip::kernels::gemm_f32(problem.x.data(), problem.rows, problem.x_stride, widened.data(), problem.out,
+                                problem.in, expected.data(), problem.y_stride, epilogue,
+                                blip::kernels::RowOrder::Fastest);
+        blip::kernels::gemm_f32_halves(problem.x.data(), problem.rows, problem.x_stride, halves.data(),
+                                       bf16 ? +widen_bf16 : +widen_f16, problem.out, problem.in, y.data(),
+                                       problem.y_stride, epilogue);
+        CHECK(bit_identical(y, expected));
+    }
 }
 
 TEST_CASE("gemm_f32_at_level rejects a missing level") {

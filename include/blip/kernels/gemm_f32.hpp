@@ -116,6 +116,9 @@ inline const F32KernelTable& active_f32_kernels() {
     return table;
 }
 
+// Widens `count` 16-bit floats (f16 or bf16) to f32, exactly.
+using WidenHalves = void (*)(const std::uint16_t* halves, std::int64_t count, float* out);
+
 struct GemmProblem {
     const float* x;
     std::int64_t rows;
@@ -126,6 +129,10 @@ struct GemmProblem {
     float* y;
     std::int64_t y_stride;
     const blip::kernels::Epilogue* epilogue;
+    // W stored as 16-bit floats (`w` is then null), for the chain order only: widened while
+    // it is packed.
+    const std::uint16_t* w_halves = nullptr;
+    WidenHalves widen = nullptr;
 };
 
 // W rows per cache block: as many tile widths as fit kGemmWeightBlockBytes.
@@ -231,6 +238,26 @@ inline float* chain_sums_buffer(std::size_t floats) {
     return aligned_floats(buffer, floats);
 }
 
+// Per-thread buffer for 16-bit W rows widened to f32 before packing.
+inline float* chain_widened_buffer(std::size_t floats) {
+    thread_local std::vector<float> buffer;
+    return aligned_floats(buffer, floats);
+}
+
+// Packs outputs [c, c + rows) of W over k in [k0, k0 + depth) into the panel at `out`
+// (chain_cols outputs wide, see ChainPack).
+inline void pack_chain_w(const F32KernelTable& k, const GemmProblem& p, std::int64_t c, std::int64_t rows,
+                         std::int64_t k0, std::int64_t depth, float* out) {
+    const std::int64_t in = p.in_features;
+    if (p.w_halves == nullptr) {
+        k.chain_pack(p.w + c * in + k0, rows, in, depth, k.chain_cols, out);
+        return;
+    }
+    float* widened = chain_widened_buffer(static_cast<std::size_t>(rows * depth));
+    for (std::int64_t r = 0; r < rows; ++r) p.widen(p.w_halves + (c + r) * in + k0, depth, widened + r * depth);
+    k.chain_pack(widened, rows, depth, depth, k.chain_cols, out);
+}
+
 // Computes the product in chain order. x and W are packed once per call into the calling
 // thread's buffer. Then each task of up to kChainMaxRowChunk rows and kChainBlockCols outputs
 // sums its outputs over k blocks of kChainDepth in a per-thread buffer and applies the epilogue. Every output
@@ -259,8 +286,8 @@ inline void gemm_f32_chain(const F32KernelTable& k, const GemmProblem& p, int th
             const std::int64_t c = (piece - x_panels) / w_pieces * nr;
             const std::int64_t k0 = (piece - x_panels) % w_pieces * piece_depth;
             if (k0 >= in) return;
-            k.chain_pack(p.w + c * in + k0, std::min<std::int64_t>(nr, p.out_features - c), in,
-                         std::min(piece_depth, in - k0), nr, packed_w + c * in + k0 * nr);
+            pack_chain_w(k, p, c, std::min<std::int64_t>(nr, p.out_features - c), k0, std::min(piece_depth, in - k0),
+                         packed_w + c * in + k0 * nr);
         },
         threads);
 
@@ -347,6 +374,28 @@ inline void gemm_f32(const float* x, std::int64_t rows, std::int64_t x_stride, c
                      const Epilogue& epilogue = {}, RowOrder order = RowOrder::BatchInvariant) {
     detail::gemm_f32_with(detail::active_f32_kernels(), x, rows, x_stride, w, out_features, in_features, y, y_stride,
                           epilogue, order);
+}
+
+// Whether gemm_f32_halves() can compute a product of `rows` rows with the active level.
+inline bool gemm_f32_halves_supported(std::int64_t rows, std::int64_t in_features) {
+    return detail::active_f32_kernels().chain_rows > 0 && rows >= detail::kChainMinRows && in_features > 0;
+}
+
+// gemm_f32() in chain order (RowOrder::Fastest) for W stored as 16-bit floats, which `widen`
+// turns into f32 while W is packed. So the result equals gemm_f32() of the widened W. Needs
+// gemm_f32_halves_supported(rows, in_features).
+inline void gemm_f32_halves(const float* x, std::int64_t rows, std::int64_t x_stride, const std::uint16_t* w,
+                            detail::WidenHalves widen, std::int64_t out_features, std::int64_t in_features, float* y,
+                            std::int64_t y_stride, const Epilogue& epilogue = {}) {
+    if (!gemm_f32_halves_supported(rows, in_features))
+        throw Error("gemm_f32_halves: the active CPU level has no chain-order kernels for " + std::to_string(rows) +
+                    " rows of " + std::to_string(in_features) + " elements");
+    if (out_features <= 0) return;
+    detail::GemmProblem problem{x, rows, x_stride, nullptr, out_features, in_features, y, y_stride, &epilogue};
+    problem.w_halves = w;
+    problem.widen = widen;
+    detail::gemm_f32_chain(detail::active_f32_kernels(), problem,
+                           threads_for_work(rows * out_features * in_features));
 }
 
 // gemm_f32() with the kernels of `level`, for tests and benchmarks. Throws blip::Error when

@@ -61,6 +61,15 @@ inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, st
     if (epilogue.residual == y && scratch == nullptr)
         throw Error("linear: weight " + weight.name + " is " + std::string(dtype_name(weight.type)) +
                     " and the residual is the output, so a scratch buffer is needed");
+    if ((weight.type == DType::F16 || weight.type == DType::BF16) && order == RowOrder::Fastest &&
+        gemm_f32_halves_supported(rows, in_features)) {
+        // Many rows (the vision encoder): the f32 chain-order product, widening W as it packs it.
+        const auto& widen = quant::detail::kernels_for_level(quant::active_cpu_level());
+        gemm_f32_halves(x, rows, in_features, static_cast<const std::uint16_t*>(weight.data),
+                        weight.type == DType::F16 ? widen.decode_f16 : widen.decode_bf16, out_features,
+                        in_features, y, out_features, epilogue);
+        return;
+    }
     float* product = epilogue.residual == y ? scratch : y;
     quant::gemm(weight.type, weight.data, out_features, in_features, x, rows, product);
     if (epilogue.bias == nullptr && !epilogue.gelu && epilogue.residual == nullptr && product == y) return;
