@@ -40,8 +40,8 @@ inline bool linear_supports(DType type, std::int64_t in_features) {
 // in_features] (any shape with that many elements, such as the 4-D patch convolution) stored
 // in any supported type. The epilogue's residual may equal `y`. For weights other than f32,
 // that case needs `scratch` (rows * out_features floats, not overlapping x or y) to store the
-// product before the epilogue. `order` chooses the summation order of f32 weights (see
-// RowOrder); the other types give every row the same bits in any call.
+// product before the epilogue. `order` chooses the summation order of f32, f16 and bf16
+// weights (see RowOrder). The block types give every row the same bits in any call.
 inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, std::int64_t in_features,
                    const float* x, std::int64_t rows, float* y, const Epilogue& epilogue, float* scratch = nullptr,
                    RowOrder order = RowOrder::Fastest) {
