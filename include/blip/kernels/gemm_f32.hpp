@@ -260,8 +260,9 @@ inline void pack_chain_w(const F32KernelTable& k, const GemmProblem& p, std::int
 
 // Computes the product in chain order. x and W are packed once per call into the calling
 // thread's buffer. Then each task of up to kChainMaxRowChunk rows and kChainBlockCols outputs
-// sums its outputs over k blocks of kChainDepth in a per-thread buffer and applies the epilogue. Every output
-// is one chain over k whatever the split, so results do not depend on the thread count.
+// sums its outputs over k blocks of kChainDepth in a per-thread buffer and applies the
+// epilogue. Every output is one chain over k whatever the split, so results do not depend on
+// the thread count.
 inline void gemm_f32_chain(const F32KernelTable& k, const GemmProblem& p, int threads) {
     const int mr = k.chain_rows;
     const int nr = k.chain_cols;
