@@ -1,6 +1,6 @@
 // The f32 kernels of every CPU level (matrix product with epilogue in both summation orders,
 // chain tiles and packing, attention scores, softmax, weighted sum) against their scalar
-// references, bit for bit. Also the properties the model
+// references, bit for bit, and the AMX bf16 product against double precision. Also the properties the model
 // relies on: results independent of the thread count and of the number of rows in a call.
 // And the erf, GELU and exp approximations against libm.
 #include <doctest/doctest.h>
@@ -13,6 +13,7 @@
 
 #include "blip/core/parallel.hpp"
 #include "blip/kernels/attention.hpp"
+#include "blip/kernels/gemm_bf16_amx.hpp"
 #include "blip/kernels/gemm_f32.hpp"
 #include "blip/kernels/simd_math.hpp"
 #include "blip/quant/float16.hpp"
@@ -352,6 +353,75 @@ TEST_CASE("gemm_f32_halves equals gemm_f32 of the widened weights") {
                                        problem.y_stride, epilogue);
         CHECK(bit_identical(y, expected));
     }
+}
+
+TEST_CASE("gemm_bf16_amx matches the double product of bf16 operands") {
+    // AMX sums in an unspecified order, so the check is against double precision: at most
+    // 2^-20 of the sum of the absolute products (the worst case of 16 f32 roundings).
+    const std::int64_t shapes[][3] = {{32, 1, 32}, {45, 70, 64}, {100, 129, 768}, {33, 40, 3072}};
+    for (const auto& shape : shapes) {
+        const GemmCase problem(shape[0], shape[1], shape[2]);
+        CAPTURE(problem.rows);
+        CAPTURE(problem.out);
+        CAPTURE(problem.in);
+        if (!blip::kernels::gemm_bf16_amx_supported(problem.rows, problem.in)) {
+            MESSAGE("AMX bf16 tiles are not usable on this machine; skipped");
+            return;
+        }
+        std::vector<std::uint16_t> w(problem.w.size());
+        for (std::size_t i = 0; i < w.size(); ++i) w[i] = blip::quant::fp32_to_bf16(problem.w[i]);
+        std::vector<float> y = problem.residual;
+        blip::kernels::Epilogue epilogue;
+        epilogue.bias = problem.bias.data();
+        epilogue.residual = y.data();
+        epilogue.residual_stride = problem.y_stride;
+        blip::kernels::gemm_bf16_amx(problem.x.data(), problem.rows, problem.x_stride, w.data(), problem.out,
+                                     problem.in, y.data(), problem.y_stride, epilogue);
+        int outside = 0;
+        for (std::int64_t r = 0; r < problem.rows; ++r)
+            for (std::int64_t o = 0; o < problem.out; ++o) {
+                double sum = 0;
+                double magnitude = 0;
+                for (std::int64_t i = 0; i < problem.in; ++i) {
+                    const double x = blip::quant::bf16_to_fp32(
+                        blip::quant::fp32_to_bf16(problem.x[r * problem.x_stride + i]));
+                    const double product = x * blip::quant::bf16_to_fp32(w[o * problem.in + i]);
+                    sum += product;
+                    magnitude += std::abs(product);
+                }
+                const double expected = problem.residual[r * problem.y_stride + o] + (sum + problem.bias[o]);
+                if (!(std::abs(y[r * problem.y_stride + o] - expected) <= std::ldexp(magnitude, -20) + 1e-6))
+                    ++outside;
+            }
+        CHECK(outside == 0);
+        // The padding between rows of y stays untouched.
+        for (std::int64_t r = 0; r < problem.rows; ++r)
+            for (std::int64_t o = problem.out; o < problem.y_stride; ++o)
+                CHECK(y[r * problem.y_stride + o] == problem.residual[r * problem.y_stride + o]);
+    }
+}
+
+TEST_CASE("gemm_bf16_amx is bit-identical for 1, 2 and 3 threads") {
+    ThreadCountGuard guard;
+    const GemmCase problem(200, 300, 256);
+    if (!blip::kernels::gemm_bf16_amx_supported(problem.rows, problem.in)) {
+        MESSAGE("AMX bf16 tiles are not usable on this machine; skipped");
+        return;
+    }
+    std::vector<std::uint16_t> w(problem.w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = blip::quant::fp32_to_bf16(problem.w[i]);
+    std::vector<float> results[3];
+    for (int threads : {1, 2, 3}) {
+        blip::set_num_threads(threads);
+        results[threads - 1].assign(problem.residual.size(), -7.0f);
+        blip::kernels::Epilogue epilogue;
+        epilogue.bias = problem.bias.data();
+        epilogue.gelu = true;
+        blip::kernels::gemm_bf16_amx(problem.x.data(), problem.rows, problem.x_stride, w.data(), problem.out,
+                                     problem.in, results[threads - 1].data(), problem.y_stride, epilogue);
+    }
+    CHECK(bit_identical(results[0], results[1]));
+    CHECK(bit_identical(results[0], results[2]));
 }
 
 TEST_CASE("gemm_f32_at_level rejects a missing level") {

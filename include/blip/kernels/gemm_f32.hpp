@@ -227,13 +227,20 @@ inline constexpr std::int64_t kChainMinRows = 32;
 // Values of k per pass over the outputs of a task: the W panel of one tile column (256 x 32
 // floats on AVX-512, 32 KiB) stays in the L1 cache while every x panel of the task uses it.
 inline constexpr std::int64_t kChainDepth = 256;
-// Outputs per task, a multiple of every level's chain_cols.
+// Outputs per task, a multiple of every level's chain_cols. Their packed W rows (384 KiB for
+// 768 values of k) stay in the L2 cache while the task passes over all rows.
 inline constexpr std::int64_t kChainBlockCols = 128;
-// Most rows per task. Tasks split the rows evenly, in multiples of chain_rows.
+// Rows whose sums a task keeps at a time; a multiple of every level's chain_rows.
 inline constexpr std::int64_t kChainMaxRowChunk = 96;
 
 // Per-thread buffer for the sums of one chain task, aligned to 64 bytes.
 inline float* chain_sums_buffer(std::size_t floats) {
+    thread_local std::vector<float> buffer;
+    return aligned_floats(buffer, floats);
+}
+
+// Per-thread buffer for the packed W rows of one chain task, aligned to 64 bytes.
+inline float* chain_block_buffer(std::size_t floats) {
     thread_local std::vector<float> buffer;
     return aligned_floats(buffer, floats);
 }
@@ -258,70 +265,55 @@ inline void pack_chain_w(const F32KernelTable& k, const GemmProblem& p, std::int
     k.chain_pack(widened, rows, depth, depth, k.chain_cols, out);
 }
 
-// Computes the product in chain order. x and W are packed once per call into the calling
-// thread's buffer. Then each task of up to kChainMaxRowChunk rows and kChainBlockCols outputs
-// sums its outputs over k blocks of kChainDepth in a per-thread buffer and applies the
-// epilogue. Every output is one chain over k whatever the split, so results do not depend on
-// the thread count.
+// Computes the product in chain order. x is packed once per call into the calling thread's
+// buffer. Then each task takes kChainBlockCols outputs: it packs their W rows into a
+// per-thread buffer that stays in the L2 cache, so that W is read from memory once, and sums
+// every row's outputs over k blocks of kChainDepth before the epilogue. Every output is one
+// chain over k whatever the split, so results do not depend on the thread count.
 inline void gemm_f32_chain(const F32KernelTable& k, const GemmProblem& p, int threads) {
     const int mr = k.chain_rows;
     const int nr = k.chain_cols;
     const std::int64_t in = p.in_features;
     const std::int64_t x_panels = tile_count(p.rows, mr);
-    const std::int64_t w_panels = tile_count(p.out_features, nr);
-    float* packed_x = packing_buffer(static_cast<std::size_t>((x_panels * mr + w_panels * nr) * in));
-    float* packed_w = packed_x + x_panels * mr * in;
-    // Pieces of similar size for the static schedule: an x panel whole, a W panel (wider) in
-    // ranges of k of about as many elements.
-    const std::int64_t w_pieces = std::max<std::int64_t>(1, nr / mr);
-    const std::int64_t piece_depth = tile_count(in, w_pieces);
+    float* packed_x = packing_buffer(static_cast<std::size_t>(x_panels * mr * in));
     parallel_for(
-        x_panels + w_panels * w_pieces,
-        [&](std::int64_t piece, int) {
-            if (piece < x_panels) {
-                const std::int64_t r = piece * mr;
-                k.chain_pack(p.x + r * p.x_stride, std::min<std::int64_t>(mr, p.rows - r), p.x_stride, in, mr,
-                             packed_x + r * in);
-                return;
-            }
-            const std::int64_t c = (piece - x_panels) / w_pieces * nr;
-            const std::int64_t k0 = (piece - x_panels) % w_pieces * piece_depth;
-            if (k0 >= in) return;
-            pack_chain_w(k, p, c, std::min<std::int64_t>(nr, p.out_features - c), k0, std::min(piece_depth, in - k0),
-                         packed_w + c * in + k0 * nr);
+        x_panels,
+        [&](std::int64_t panel, int) {
+            const std::int64_t r = panel * mr;
+            k.chain_pack(p.x + r * p.x_stride, std::min<std::int64_t>(mr, p.rows - r), p.x_stride, in, mr,
+                         packed_x + r * in);
         },
         threads);
 
-    const std::int64_t col_blocks = tile_count(p.out_features, kChainBlockCols);
-    const std::int64_t row_chunks = tile_count(p.rows, kChainMaxRowChunk);
-    const std::int64_t chunk_rows = tile_count(tile_count(p.rows, row_chunks), mr) * mr;
     const blip::kernels::Epilogue& e = *p.epilogue;
     parallel_for(
-        col_blocks * row_chunks,
-        [&](std::int64_t task, int) {
-            const std::int64_t col_begin = task / row_chunks * kChainBlockCols;
-            const std::int64_t col_end = std::min(p.out_features, col_begin + kChainBlockCols);
-            const std::int64_t row_begin = task % row_chunks * chunk_rows;
-            const std::int64_t row_end = std::min(p.rows, row_begin + chunk_rows);
-            const std::int64_t cols = col_end - col_begin;
+        tile_count(p.out_features, kChainBlockCols),
+        [&](std::int64_t block, int) {
+            const std::int64_t col_begin = block * kChainBlockCols;
+            const std::int64_t cols = std::min(p.out_features, col_begin + kChainBlockCols) - col_begin;
             const std::int64_t sums_stride = tile_count(cols, nr) * nr;
-            float* sums = chain_sums_buffer(static_cast<std::size_t>(chunk_rows * sums_stride));
-            for (std::int64_t k0 = 0; k0 < in; k0 += kChainDepth) {
-                const std::int64_t depth = std::min(kChainDepth, in - k0);
-                for (std::int64_t c = col_begin; c < col_end; c += nr) {
-                    const float* w_panel = packed_w + c * in + k0 * nr;
-                    for (std::int64_t r = row_begin; r < row_end; r += mr) {
-                        const int tile_rows = static_cast<int>(std::min<std::int64_t>(mr, row_end - r));
-                        k.chain[tile_rows - 1](packed_x + r * in + k0 * mr, w_panel, depth,
-                                               sums + (r - row_begin) * sums_stride + (c - col_begin), sums_stride,
-                                               k0 > 0);
+            float* packed_w = chain_block_buffer(static_cast<std::size_t>(sums_stride * in));
+            for (std::int64_t c = 0; c < cols; c += nr)
+                pack_chain_w(k, p, col_begin + c, std::min<std::int64_t>(nr, cols - c), 0, in, packed_w + c * in);
+            for (std::int64_t row_begin = 0; row_begin < p.rows; row_begin += kChainMaxRowChunk) {
+                const std::int64_t row_end = std::min(p.rows, row_begin + kChainMaxRowChunk);
+                float* sums = chain_sums_buffer(static_cast<std::size_t>(kChainMaxRowChunk * sums_stride));
+                for (std::int64_t k0 = 0; k0 < in; k0 += kChainDepth) {
+                    const std::int64_t depth = std::min(kChainDepth, in - k0);
+                    for (std::int64_t c = 0; c < cols; c += nr) {
+                        const float* w_panel = packed_w + c * in + k0 * nr;
+                        for (std::int64_t r = row_begin; r < row_end; r += mr) {
+                            const int tile_rows = static_cast<int>(std::min<std::int64_t>(mr, row_end - r));
+                            k.chain[tile_rows - 1](packed_x + r * in + k0 * mr, w_panel, depth,
+                                                   sums + (r - row_begin) * sums_stride + c, sums_stride, k0 > 0);
+                        }
                     }
                 }
-            }
-            for (std::int64_t row = row_begin; row < row_end; ++row) {
-                const float* residual = e.residual ? e.residual + row * e.residual_stride + col_begin : nullptr;
-                k.epilogue(sums + (row - row_begin) * sums_stride, cols, e.bias ? e.bias + col_begin : nullptr, e.gelu,
-                           residual, p.y + row * p.y_stride + col_begin);
+                for (std::int64_t row = row_begin; row < row_end; ++row) {
+                    const float* residual = e.residual ? e.residual + row * e.residual_stride + col_begin : nullptr;
+                    k.epilogue(sums + (row - row_begin) * sums_stride, cols, e.bias ? e.bias + col_begin : nullptr,
+                               e.gelu, residual, p.y + row * p.y_stride + col_begin);
+                }
             }
         },
         threads);

@@ -12,6 +12,7 @@
 #include "blip/core/error.hpp"
 #include "blip/core/parallel.hpp"
 #include "blip/gguf/reader.hpp"
+#include "blip/kernels/gemm_bf16_amx.hpp"
 #include "blip/kernels/gemm_f32.hpp"
 #include "blip/quant/gemm.hpp"
 #include "blip/quant/quantize.hpp"
@@ -61,6 +62,12 @@ inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, st
     if (epilogue.residual == y && scratch == nullptr)
         throw Error("linear: weight " + weight.name + " is " + std::string(dtype_name(weight.type)) +
                     " and the residual is the output, so a scratch buffer is needed");
+    if (weight.type == DType::BF16 && order == RowOrder::Fastest && gemm_bf16_amx_supported(rows, in_features)) {
+        // Many rows on a CPU with AMX: bf16 tile products, x rounded to bf16.
+        gemm_bf16_amx(x, rows, in_features, static_cast<const std::uint16_t*>(weight.data), out_features,
+                      in_features, y, out_features, epilogue);
+        return;
+    }
     if ((weight.type == DType::F16 || weight.type == DType::BF16) && order == RowOrder::Fastest &&
         gemm_f32_halves_supported(rows, in_features)) {
         // Many rows (the vision encoder): the f32 chain-order product, widening W as it packs it.

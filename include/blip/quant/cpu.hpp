@@ -63,6 +63,9 @@ struct CpuFeatures {
     bool avx512 = false; // F, BW and VL, and the OS saving ZMM and mask state
     bool avx512_vnni = false;
     bool avx512_bf16 = false;
+    // AMX tiles with bf16 products, AVX-512 BF16 and the OS saving tile state. Linux also
+    // requires each process to ask for the tile state (see kernels::amx_usable).
+    bool amx_bf16 = false;
 };
 
 namespace detail {
@@ -120,6 +123,9 @@ inline CpuFeatures detect_cpu_features() {
     features.avx512 = features.avx2 && avx512f && avx512bw && avx512vl && os_zmm;
     features.avx512_vnni = features.avx512 && (ecx7 & (1u << 11));
     features.avx512_bf16 = features.avx512 && (leaf7_1[0] & (1u << 5));
+    const unsigned edx7 = leaf7[3];
+    const bool os_tiles = (xcr0 & 0x60000u) == 0x60000u;  // XTILECFG and XTILEDATA
+    features.amx_bf16 = features.avx512_bf16 && (edx7 & (1u << 22)) && (edx7 & (1u << 24)) && os_tiles;
 #endif
     return features;
 }
