@@ -563,6 +563,66 @@ TEST_CASE("attention kernels of every level equal their scalar reference") {
     }
 }
 
+TEST_CASE("attention of many rows in chain tiles keeps the chain order") {
+    // With 16 or more query rows, levels with chain tiles compute scores and weighted sums
+    // in them. Each score and each output must be the multiply-add chain of the transposed
+    // scores and the weighted sum; a row's zero weights for keys it does not see may only
+    // turn -0 into +0, so values are compared with ==.
+    namespace detail = blip::kernels::detail;
+    const auto& kernels = detail::active_f32_kernels();
+    if (kernels.chain_rows == 0 || !kernels.fused) return;
+    const std::int64_t heads = 2, dim = 40, queries = 50, keys = 70, stride = heads * dim + 3;
+    REQUIRE(queries >= detail::kAttentionPackRows);
+    const auto query = random_values(static_cast<std::size_t>(queries * stride), 31, 2.0f);
+    const auto key = random_values(static_cast<std::size_t>(keys * stride), 32, 2.0f);
+    const auto value = random_values(static_cast<std::size_t>(keys * stride), 33);
+    const auto bias = random_values(static_cast<std::size_t>(keys), 34);
+    for (bool causal : {false, true})
+        for (auto scaling : {blip::kernels::ScoreScaling::DivideBySqrt,
+                             blip::kernels::ScoreScaling::MultiplyByInverseSqrt}) {
+            CAPTURE(causal);
+            blip::kernels::AttentionArgs args;
+            args.query = query.data();
+            args.query_rows = queries;
+            args.query_stride = stride;
+            args.key = key.data();
+            args.value = value.data();
+            args.key_rows = keys;
+            args.key_stride = args.value_stride = stride;
+            args.heads = heads;
+            args.head_dim = dim;
+            args.scaling = scaling;
+            args.key_bias = bias.data();
+            args.causal_offset = causal ? keys - queries : -1;
+            std::vector<float> out(static_cast<std::size_t>(queries * stride), -5.0f);
+            args.output = out.data();
+            args.output_stride = stride;
+            blip::kernels::attention(args);
+
+            const bool divide = scaling == blip::kernels::ScoreScaling::DivideBySqrt;
+            const float scale = divide ? static_cast<float>(std::sqrt(static_cast<double>(dim)))
+                                       : static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+            int different = 0;
+            for (std::int64_t h = 0; h < heads; ++h)
+                for (std::int64_t i = 0; i < queries; ++i) {
+                    const std::int64_t visible = blip::kernels::visible_keys(args, i);
+                    std::vector<float> keys_t(static_cast<std::size_t>(dim * keys));
+                    for (std::int64_t j = 0; j < keys; ++j)
+                        for (std::int64_t d = 0; d < dim; ++d) keys_t[d * keys + j] = key[j * stride + h * dim + d];
+                    std::vector<float> scores(static_cast<std::size_t>(keys));
+                    detail::transposed_scores_reference<true>(query.data() + i * stride + h * dim, stride, 1,
+                                                              keys_t.data(), keys, visible, dim, scores.data(), keys);
+                    detail::softmax_row_reference<true>(scores.data(), visible, scale, divide, bias.data());
+                    std::vector<float> expected(static_cast<std::size_t>(dim));
+                    detail::weighted_sum_reference<true>(scores.data(), keys, 1, visible, value.data() + h * dim,
+                                                         stride, dim, expected.data(), dim);
+                    for (std::int64_t d = 0; d < dim; ++d)
+                        if (!(out[i * stride + h * dim + d] == expected[d])) ++different;
+                }
+            CHECK(different == 0);
+        }
+}
+
 TEST_CASE("attention rows do not depend on the other query rows") {
     // Each query row alone (as one decoding step computes it) against all rows in one call.
     // Calls with 16 or more query rows (the vision encoder) use transposed-key scores, which

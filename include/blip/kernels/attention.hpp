@@ -63,12 +63,13 @@ inline std::int64_t visible_keys(const AttentionArgs& args, std::int64_t row) {
 namespace detail {
 
 // Query rows per task of attention(), at most; the rows are split evenly in multiples of
-// kAttentionRows. Any split gives the same results.
-inline constexpr std::int64_t kAttentionChunkRows = 160;
+// kAttentionRows. Any split gives the same results. Each task packs its head's keys and
+// values, so the vision encoder's 577 queries of a head form one task.
+inline constexpr std::int64_t kAttentionChunkRows = 640;
 // Tasks with at least this many query rows first copy their head's keys, transposed, and its
-// values into contiguous buffers. Their scores then come from TransposedScoresKernel, one
-// multiply-add chain per score with no horizontal sums, which rounds differently from the
-// 16-lane scores of fewer rows. Measured on Zen 4, AVX-512, one thread, ViT-B layer with 577
+// values into contiguous buffers (into chain panels at levels with chain tiles). Their scores
+// then come from TransposedScoresKernel or the chain tiles, one multiply-add chain per score
+// with no horizontal sums, which rounds differently from the 16-lane scores of fewer rows. Measured on Zen 4, AVX-512, one thread, ViT-B layer with 577
 // tokens: attention 15.1 ms with 16-lane scores, 13.1 ms with transposed keys.
 inline constexpr std::int64_t kAttentionPackRows = 16;
 
@@ -131,6 +132,69 @@ inline void attend_rows(const AttentionArgs& args, std::int64_t head, std::int64
     }
 }
 
+// Per-thread buffer for the chain-tile operands of attend_rows_chain, aligned to 64 bytes.
+inline float* attention_chain_buffer(std::size_t floats) {
+    thread_local std::vector<float> buffer;
+    return aligned_floats(buffer, floats);
+}
+
+// attend_rows for a task's query rows [begin, end) with the chain tiles of `kernels`, which
+// sum each score and each output in the same order as transposed_scores and weighted_sum
+// (one multiply-add chain in increasing d, then in increasing key), so the bits are the same;
+// only the groups of rows are chain_rows tall. Keys are packed in panels of chain_cols keys
+// (element d of key j at d * chain_cols + j % chain_cols), values in panels of chain_cols
+// columns (column d of key j at j * chain_cols + d % chain_cols), both zero-padded.
+inline void attend_rows_chain(const F32KernelTable& kernels, const AttentionArgs& args, std::int64_t head,
+                              std::int64_t begin, std::int64_t end) {
+    const int mr = kernels.chain_rows;
+    const int nr = kernels.chain_cols;
+    const std::int64_t dim = args.head_dim;
+    const std::int64_t column = head * dim;
+    const std::int64_t keys = visible_keys(args, end - 1);
+    const std::int64_t keys_padded = tile_count(keys, nr) * nr;
+    const std::int64_t dim_padded = tile_count(dim, nr) * nr;
+    float* key_panels = attention_chain_buffer(static_cast<std::size_t>(
+        keys_padded * dim + keys * dim_padded + mr * keys_padded + mr * dim + mr * keys + mr * dim_padded));
+    float* value_panels = key_panels + keys_padded * dim;
+    float* scores = value_panels + keys * dim_padded;
+    float* query_panel = scores + mr * keys_padded;
+    float* weight_panel = query_panel + mr * dim;
+    float* outputs = weight_panel + mr * keys;
+    for (std::int64_t j = 0; j < keys; j += nr)
+        kernels.chain_pack(args.key + j * args.key_stride + column, std::min<std::int64_t>(nr, keys - j),
+                           args.key_stride, dim, nr, key_panels + j * dim);
+    for (std::int64_t d = 0; d < dim_padded; d += nr)
+        for (std::int64_t j = 0; j < keys; ++j) {
+            float* to = value_panels + d * keys + j * nr;
+            const float* from = args.value + j * args.value_stride + column + d;
+            for (std::int64_t c = 0; c < nr; ++c) to[c] = d + c < dim ? from[c] : 0.0f;
+        }
+
+    const bool divide = args.scaling == ScoreScaling::DivideBySqrt;
+    const float scale = divide ? static_cast<float>(std::sqrt(static_cast<double>(dim)))
+                               : static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+    for (std::int64_t first = begin; first < end; first += mr) {
+        const int rows = static_cast<int>(std::min<std::int64_t>(mr, end - first));
+        const std::int64_t keys_here = visible_keys(args, first + rows - 1);
+        if (keys_here <= 0) continue;
+        kernels.chain_pack(args.query + first * args.query_stride + column, rows, args.query_stride, dim, mr,
+                           query_panel);
+        for (std::int64_t j = 0; j < keys_here; j += nr)
+            kernels.chain[rows - 1](query_panel, key_panels + j * dim, dim, scores + j, keys_padded, false);
+        for (int i = 0; i < rows; ++i) {
+            float* row = scores + i * keys_padded;
+            const std::int64_t visible = visible_keys(args, first + i);
+            kernels.softmax(row, visible, scale, divide, args.key_bias);
+            std::fill(row + visible, row + keys_here, 0.0f);
+        }
+        kernels.chain_pack(scores, rows, keys_padded, keys_here, mr, weight_panel);
+        for (std::int64_t d = 0; d < dim; d += nr)
+            kernels.chain[rows - 1](weight_panel, value_panels + d * keys, keys_here, outputs + d, dim_padded, false);
+        for (int i = 0; i < rows; ++i)
+            std::copy_n(outputs + i * dim_padded, dim, args.output + (first + i) * args.output_stride + column);
+    }
+}
+
 }  // namespace detail
 
 // Attention of head `head` for query rows [begin, end) on the calling thread. `scratch` has
@@ -178,6 +242,11 @@ inline void attention(const AttentionArgs& args, float* scratch, std::int64_t sc
             const std::int64_t keys = visible_keys(args, end - 1);
             if (end - begin < detail::kAttentionPackRows || keys <= 0) {
                 attend(args, head, begin, end, own);
+                return;
+            }
+            const detail::F32KernelTable& kernels = detail::active_f32_kernels();
+            if (kernels.chain_rows > 0) {
+                detail::attend_rows_chain(kernels, args, head, begin, end);
                 return;
             }
             // Transposed keys padded to whole cache lines per element, so their rows start aligned.
