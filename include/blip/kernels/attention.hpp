@@ -138,10 +138,10 @@ inline float* attention_chain_buffer(std::size_t floats) {
     return aligned_floats(buffer, floats);
 }
 
-// attend_rows for a task's query rows [begin, end) with the chain tiles of `kernels`, which
-// sum each score and each output in the same order as transposed_scores and weighted_sum
-// (one multiply-add chain in increasing d, then in increasing key), so the bits are the same;
-// only the groups of rows are chain_rows tall. Keys are packed in panels of chain_cols keys
+// Computes attend_rows for a task's query rows [begin, end) with the chain tiles of
+// `kernels`. They sum each score and each output in the order of transposed_scores and
+// weighted_sum (one multiply-add chain in increasing d, then in increasing key), so the bits
+// are the same. Only the groups of rows are chain_rows tall. Keys are packed in panels of chain_cols keys
 // (element d of key j at d * chain_cols + j % chain_cols), values in panels of chain_cols
 // columns (column d of key j at j * chain_cols + d % chain_cols), both zero-padded.
 inline void attend_rows_chain(const F32KernelTable& kernels, const AttentionArgs& args, std::int64_t head,
