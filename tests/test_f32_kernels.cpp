@@ -241,7 +241,7 @@ TEST_CASE("gemm_f32 is bit-identical for 1, 2 and 3 threads") {
     CHECK(bit_identical(results[0], results[2]));
 }
 
-TEST_CASE("chain tiles and packing of every level equal their scalar reference") {
+TEST_CASE("chain tiles and packing equal their references") {
     namespace detail = blip::kernels::detail;
     for (CpuLevel level : available_levels()) {
         const auto& kernels = detail::f32_kernels_for_level(level);
@@ -283,7 +283,7 @@ TEST_CASE("chain tiles and packing of every level equal their scalar reference")
     }
 }
 
-TEST_CASE("gemm_f32 in chain order equals one multiply-add chain per output") {
+TEST_CASE("gemm_f32 chain order equals FMA chains") {
     // Products of many rows with RowOrder::Fastest: chain order at the levels that have chain
     // tiles (partial row and column tiles, k blocks with a tail), the dot-product order at
     // the others.
@@ -310,7 +310,7 @@ TEST_CASE("gemm_f32 in chain order equals one multiply-add chain per output") {
     }
 }
 
-TEST_CASE("gemm_f32 in chain order is bit-identical for 1, 2 and 3 threads") {
+TEST_CASE("gemm_f32 chain order ignores the thread count") {
     ThreadCountGuard guard;
     const GemmCase problem(200, 300, 256);
     REQUIRE(problem.rows * problem.out * problem.in >= 3 * blip::kMinWorkPerThread);
@@ -324,7 +324,7 @@ TEST_CASE("gemm_f32 in chain order is bit-identical for 1, 2 and 3 threads") {
     CHECK(bit_identical(results[0], results[2]));
 }
 
-TEST_CASE("gemm_f32_halves equals gemm_f32 of the widened weights") {
+TEST_CASE("gemm_f32_halves equals widened gemm_f32") {
     const GemmCase problem(40, 45, 300);
     if (!blip::kernels::gemm_f32_halves_supported(problem.rows, problem.in)) return;
     const auto widen_f16 = [](const std::uint16_t* halves, std::int64_t count, float* out) {
@@ -355,7 +355,7 @@ TEST_CASE("gemm_f32_halves equals gemm_f32 of the widened weights") {
     }
 }
 
-TEST_CASE("gemm_bf16_amx matches the double product of bf16 operands") {
+TEST_CASE("gemm_bf16_amx matches double reference") {
     // AMX sums in an unspecified order, so the check is against double precision: at most
     // 2^-20 of the sum of the absolute products (the worst case of 16 f32 roundings).
     const std::int64_t shapes[][3] = {{32, 1, 32}, {45, 70, 64}, {100, 129, 768}, {33, 40, 3072}};
@@ -401,7 +401,7 @@ TEST_CASE("gemm_bf16_amx matches the double product of bf16 operands") {
     }
 }
 
-TEST_CASE("gemm_bf16_amx is bit-identical for 1, 2 and 3 threads") {
+TEST_CASE("gemm_bf16_amx ignores the thread count") {
     ThreadCountGuard guard;
     const GemmCase problem(200, 300, 256);
     if (!blip::kernels::gemm_bf16_amx_supported(problem.rows, problem.in)) {
@@ -563,7 +563,7 @@ TEST_CASE("attention kernels of every level equal their scalar reference") {
     }
 }
 
-TEST_CASE("attention of many rows in chain tiles keeps the chain order") {
+TEST_CASE("chain-tile attention keeps the chain order") {
     // With 16 or more query rows, levels with chain tiles compute scores and weighted sums
     // in them. Each score and each output must be the multiply-add chain of the transposed
     // scores and the weighted sum; a row's zero weights for keys it does not see may only
