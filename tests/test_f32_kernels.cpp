@@ -30,6 +30,12 @@ std::vector<float> random_values(std::size_t count, std::uint32_t seed, float sc
     return values;
 }
 
+std::vector<std::uint16_t> to_bf16(const std::vector<float>& values) {
+    std::vector<std::uint16_t> halves(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) halves[i] = blip::quant::fp32_to_bf16(values[i]);
+    return halves;
+}
+
 bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -368,8 +374,7 @@ TEST_CASE("gemm_bf16_amx matches double reference") {
             MESSAGE("AMX bf16 tiles are not usable on this machine; skipped");
             return;
         }
-        std::vector<std::uint16_t> w(problem.w.size());
-        for (std::size_t i = 0; i < w.size(); ++i) w[i] = blip::quant::fp32_to_bf16(problem.w[i]);
+        const std::vector<std::uint16_t> w = to_bf16(problem.w);
         std::vector<float> y = problem.residual;
         blip::kernels::Epilogue epilogue;
         epilogue.bias = problem.bias.data();
@@ -408,8 +413,7 @@ TEST_CASE("gemm_bf16_amx ignores the thread count") {
         MESSAGE("AMX bf16 tiles are not usable on this machine; skipped");
         return;
     }
-    std::vector<std::uint16_t> w(problem.w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) w[i] = blip::quant::fp32_to_bf16(problem.w[i]);
+    const std::vector<std::uint16_t> w = to_bf16(problem.w);
     std::vector<float> results[3];
     for (int threads : {1, 2, 3}) {
         blip::set_num_threads(threads);

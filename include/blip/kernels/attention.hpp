@@ -132,18 +132,16 @@ inline void attend_rows(const AttentionArgs& args, std::int64_t head, std::int64
     }
 }
 
-// Per-thread buffer for the chain-tile operands of attend_rows_chain, aligned to 64 bytes.
-inline float* attention_chain_buffer(std::size_t floats) {
-    thread_local std::vector<float> buffer;
-    return aligned_floats(buffer, floats);
-}
+// Tag of the per-thread buffer for the chain-tile operands of attend_rows_chain.
+struct AttentionChainOperands;
 
 // Computes attend_rows for a task's query rows [begin, end) with the chain tiles of
 // `kernels`. They sum each score and each output in the order of transposed_scores and
 // weighted_sum (one multiply-add chain in increasing d, then in increasing key), so the bits
-// are the same. Only the groups of rows are chain_rows tall. Keys are packed in panels of chain_cols keys
-// (element d of key j at d * chain_cols + j % chain_cols), values in panels of chain_cols
-// columns (column d of key j at j * chain_cols + d % chain_cols), both zero-padded.
+// are the same. Only the groups of rows are chain_rows tall. Keys are packed in zero-padded
+// panels of chain_cols keys, element d of key j at d * chain_cols + j % chain_cols. Values
+// are packed in zero-padded panels of chain_cols columns, column d of key j at
+// j * chain_cols + d % chain_cols.
 inline void attend_rows_chain(const F32KernelTable& kernels, const AttentionArgs& args, std::int64_t head,
                               std::int64_t begin, std::int64_t end) {
     const int mr = kernels.chain_rows;
@@ -153,7 +151,7 @@ inline void attend_rows_chain(const F32KernelTable& kernels, const AttentionArgs
     const std::int64_t keys = visible_keys(args, end - 1);
     const std::int64_t keys_padded = tile_count(keys, nr) * nr;
     const std::int64_t dim_padded = tile_count(dim, nr) * nr;
-    float* key_panels = attention_chain_buffer(static_cast<std::size_t>(
+    float* key_panels = thread_buffer<AttentionChainOperands>(static_cast<std::size_t>(
         keys_padded * dim + keys * dim_padded + mr * keys_padded + mr * dim + mr * keys + mr * dim_padded));
     float* value_panels = key_panels + keys_padded * dim;
     float* scores = value_panels + keys * dim_padded;

@@ -5,7 +5,7 @@
 //
 // Operands, as TDPBF16PS reads them. An A tile is 16 rows of 32 bf16 values of x (row-major).
 // A B tile has one row per pair of consecutive k, and in it the pair (W[o][2i], W[o][2i + 1])
-// of each of 16 outputs. A C tile holds 16 x 16 f32 sums. A task covers 32 rows and up to
+// of each of 16 outputs. A C tile is 16 x 16 f32 sums. A task covers 32 rows and up to
 // kAmxBlockCols outputs with 2 x 2 C tiles per 32 outputs.
 //
 // Rounding: x is rounded to bf16 (nearest even), the products are exact, and the tile unit
@@ -130,17 +130,9 @@ BLIP_AMX_TARGET inline void pack_w_panel(const std::uint16_t* w, std::int64_t ou
     }
 }
 
-// Per-thread buffer for the sums of one task.
-inline float* task_sums(std::size_t floats) {
-    thread_local std::vector<float> buffer;
-    return aligned_floats(buffer, floats);
-}
-
-// Per-call buffer of the calling thread for the packed operands, aligned to 64 bytes.
-inline std::uint16_t* packed_operands(std::size_t halves) {
-    thread_local std::vector<float> buffer;
-    return reinterpret_cast<std::uint16_t*>(aligned_floats(buffer, (halves + 1) / 2));
-}
+// Tags of the per-thread buffers (see detail::thread_buffer).
+struct AmxSums;            // the sums of one task
+struct AmxPackedOperands;  // the packed x and W of one call, on the calling thread
 
 // Computes the sums of rows [r0, r0 + 32) and outputs [c0, c1) into `sums` (row stride
 // kAmxBlockCols), configuring the tiles of the calling thread and releasing them at the end.
@@ -181,8 +173,8 @@ inline void gemm(const F32KernelTable& k, const float* x, std::int64_t rows, std
                  const Epilogue& e, int threads) {
     const std::int64_t row_blocks = tile_count(rows, kAmxRows);
     const std::int64_t panels = tile_count(out_features, kAmxCols) * 2;
-    std::uint16_t* packed_x =
-        packed_operands(static_cast<std::size_t>(row_blocks * kAmxRows * in + panels * in * 16));
+    const auto halves = static_cast<std::size_t>(row_blocks * kAmxRows * in + panels * in * 16);
+    auto* packed_x = reinterpret_cast<std::uint16_t*>(thread_buffer<AmxPackedOperands>((halves + 1) / 2));
     std::uint16_t* packed_w = packed_x + row_blocks * kAmxRows * in;
     parallel_for(
         row_blocks + panels,
@@ -202,7 +194,7 @@ inline void gemm(const F32KernelTable& k, const float* x, std::int64_t rows, std
             const std::int64_t r0 = task % row_blocks * kAmxRows;
             const std::int64_t c0 = task / row_blocks * kAmxBlockCols;
             const std::int64_t c1 = std::min(c0 + kAmxBlockCols, tile_count(out_features, kAmxCols) * kAmxCols);
-            float* sums = task_sums(static_cast<std::size_t>(kAmxRows * kAmxBlockCols));
+            float* sums = thread_buffer<AmxSums>(static_cast<std::size_t>(kAmxRows * kAmxBlockCols));
             tile_block(packed_x, in, packed_w, r0, c0, c1, sums);
             const std::int64_t cols = std::min(out_features, c0 + kAmxBlockCols) - c0;
             for (std::int64_t row = r0; row < std::min(rows, r0 + kAmxRows); ++row) {

@@ -152,6 +152,15 @@ inline float* aligned_floats(std::vector<float>& buffer, std::size_t floats) {
     return buffer.data() + (64 - address % 64) % 64 / sizeof(float);
 }
 
+// Returns `floats` floats of a per-thread buffer aligned to 64 bytes, one buffer per `Purpose`
+// tag type, so that buffers in use at the same time stay apart. Each grows to the largest
+// request and is kept for later calls.
+template <class Purpose>
+inline float* thread_buffer(std::size_t floats) {
+    thread_local std::vector<float> buffer;
+    return aligned_floats(buffer, floats);
+}
+
 // Per-thread buffer for packed panels, aligned to 64 bytes; it grows to the largest request
 // and is kept for later calls.
 inline float* packing_buffer(std::size_t floats) {
@@ -233,23 +242,10 @@ inline constexpr std::int64_t kChainBlockCols = 128;
 // Rows whose sums a task keeps at a time; a multiple of every level's chain_rows.
 inline constexpr std::int64_t kChainMaxRowChunk = 96;
 
-// Per-thread buffer for the sums of one chain task, aligned to 64 bytes.
-inline float* chain_sums_buffer(std::size_t floats) {
-    thread_local std::vector<float> buffer;
-    return aligned_floats(buffer, floats);
-}
-
-// Per-thread buffer for the packed W rows of one chain task, aligned to 64 bytes.
-inline float* chain_block_buffer(std::size_t floats) {
-    thread_local std::vector<float> buffer;
-    return aligned_floats(buffer, floats);
-}
-
-// Per-thread buffer for 16-bit W rows widened to f32 before packing.
-inline float* chain_widened_buffer(std::size_t floats) {
-    thread_local std::vector<float> buffer;
-    return aligned_floats(buffer, floats);
-}
+// Tags of the per-thread buffers of the chain path (see thread_buffer).
+struct ChainSums;      // the sums of one task's rows
+struct ChainWBlock;    // the packed W rows of one task
+struct ChainWidened;   // 16-bit W rows widened to f32 before packing
 
 // Packs outputs [c, c + rows) of W over k in [k0, k0 + depth) into the panel at `out`
 // (chain_cols outputs wide, see ChainPack).
@@ -260,14 +256,14 @@ inline void pack_chain_w(const F32KernelTable& k, const GemmProblem& p, std::int
         k.chain_pack(p.w + c * in + k0, rows, in, depth, k.chain_cols, out);
         return;
     }
-    float* widened = chain_widened_buffer(static_cast<std::size_t>(rows * depth));
+    float* widened = thread_buffer<ChainWidened>(static_cast<std::size_t>(rows * depth));
     for (std::int64_t r = 0; r < rows; ++r) p.widen(p.w_halves + (c + r) * in + k0, depth, widened + r * depth);
     k.chain_pack(widened, rows, depth, depth, k.chain_cols, out);
 }
 
 // Computes the product in chain order. x is packed once per call into the calling thread's
-// buffer. Then each task takes kChainBlockCols outputs: it packs their W rows into a
-// per-thread buffer that stays in the L2 cache, so that W is read from memory once, and sums
+// buffer. Then each task takes kChainBlockCols outputs and packs their W rows into a
+// per-thread buffer that stays in the L2 cache, so that W is read from memory once. It sums
 // every row's outputs over k blocks of kChainDepth before the epilogue. Every output is one
 // chain over k whatever the split, so results do not depend on the thread count.
 inline void gemm_f32_chain(const F32KernelTable& k, const GemmProblem& p, int threads) {
@@ -292,12 +288,12 @@ inline void gemm_f32_chain(const F32KernelTable& k, const GemmProblem& p, int th
             const std::int64_t col_begin = block * kChainBlockCols;
             const std::int64_t cols = std::min(p.out_features, col_begin + kChainBlockCols) - col_begin;
             const std::int64_t sums_stride = tile_count(cols, nr) * nr;
-            float* packed_w = chain_block_buffer(static_cast<std::size_t>(sums_stride * in));
+            float* packed_w = thread_buffer<ChainWBlock>(static_cast<std::size_t>(sums_stride * in));
             for (std::int64_t c = 0; c < cols; c += nr)
                 pack_chain_w(k, p, col_begin + c, std::min<std::int64_t>(nr, cols - c), 0, in, packed_w + c * in);
             for (std::int64_t row_begin = 0; row_begin < p.rows; row_begin += kChainMaxRowChunk) {
                 const std::int64_t row_end = std::min(p.rows, row_begin + kChainMaxRowChunk);
-                float* sums = chain_sums_buffer(static_cast<std::size_t>(kChainMaxRowChunk * sums_stride));
+                float* sums = thread_buffer<ChainSums>(static_cast<std::size_t>(kChainMaxRowChunk * sums_stride));
                 for (std::int64_t k0 = 0; k0 < in; k0 += kChainDepth) {
                     const std::int64_t depth = std::min(kChainDepth, in - k0);
                     for (std::int64_t c = 0; c < cols; c += nr) {

@@ -38,8 +38,8 @@ using DotTile = void (*)(TileOperand x, TileOperand w, std::int64_t count, float
 
 // ----- chain-order tiles ----------------------------------------------------------------------
 // Products with many rows may instead sum each output as one multiply-add chain in increasing k,
-// starting from zero: the order of BLAS micro-kernels, which broadcast one element of x and
-// multiply it with a vector of W values of consecutive outputs. Both operands are packed into
+// starting from zero. That is the order of BLAS micro-kernels, which broadcast one element of x
+// and multiply it with a vector of W values of consecutive outputs. Both operands are packed into
 // panels (see ChainPack): a panel of x holds a level's chain_rows rows, a panel of W its
 // chain_cols outputs.
 
