@@ -236,15 +236,22 @@ TEST_CASE("gemm_f32 rows do not depend on the row count") {
 
 TEST_CASE("gemm_f32 is bit-identical for 1, 2 and 3 threads") {
     ThreadCountGuard guard;
-    const GemmCase problem(100, 700, 256);
-    REQUIRE(problem.rows * problem.out * problem.in >= 3 * blip::kMinWorkPerThread);
-    std::vector<float> results[3];
-    for (int threads : {1, 2, 3}) {
-        blip::set_num_threads(threads);
-        results[threads - 1] = problem.run(blip::quant::active_cpu_level(), true, true);
+    // Many rows (blocks handed out in turn) and few rows (one range of W per thread).
+    for (std::int64_t rows : {100, 1, 3, 7}) {
+        CAPTURE(rows);
+        const GemmCase problem(rows, 703, 256);
+        REQUIRE(problem.out * problem.in * blip::kernels::detail::kStreamWorkPerWeight >= 3 * blip::kMinWorkPerThread);
+        std::vector<float> results[3];
+        for (int threads : {1, 2, 3}) {
+            blip::set_num_threads(threads);
+            results[threads - 1] = problem.run(blip::quant::active_cpu_level(), true, true);
+        }
+        CHECK(bit_identical(results[0], results[1]));
+        CHECK(bit_identical(results[0], results[2]));
+        const bool fused = blip::kernels::f32_level_is_fused(blip::quant::active_cpu_level());
+        CHECK(bit_identical(results[0], fused ? problem.reference<true>(true, true)
+                                              : problem.reference<false>(true, true)));
     }
-    CHECK(bit_identical(results[0], results[1]));
-    CHECK(bit_identical(results[0], results[2]));
 }
 
 TEST_CASE("chain tiles and packing equal their references") {

@@ -37,6 +37,17 @@ BLIP_F32_AVX512 inline float reduce_lanes(__m512 v) {
 }
 
 struct Tiles {
+    // DotRows: dot_rows_baseline with this level's target, so that the tiles inline.
+    template <int Rows, int Cols>
+    BLIP_F32_AVX512 __attribute__((flatten)) static void rows(TileOperand x, TileOperand w, std::int64_t count, std::int64_t outputs, float* y,
+                                      std::int64_t y_stride) {
+        std::int64_t o = 0;
+        for (; o + Cols <= outputs; o += Cols)
+            tile<Rows, Cols>(x, {w.data + o * w.row_stride, w.row_stride, w.block_stride}, count, y + o, y_stride);
+        for (; o < outputs; ++o)
+            tile<Rows, 1>(x, {w.data + o * w.row_stride, w.row_stride, w.block_stride}, count, y + o, y_stride);
+    }
+
     // NOTE: GCC 12 -O3 keeps the 25 accumulators of the 5 x 5 tile in registers in the main
     // loop only in this form: a loop over whole blocks, then a masked tail. The do-while form
     // of the attention kernels spills them to the stack in every iteration here.
