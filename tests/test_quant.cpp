@@ -574,21 +574,28 @@ TEST_CASE("kernel levels match scalar dot products") {
         for (DType type : {DType::F16, DType::BF16}) {
             const auto direct = type == DType::F16 ? k.dot_f16 : k.dot_bf16;
             if (direct == nullptr) continue;
+            // Three weight rows per call, written with an output stride of 5.
+            constexpr int kOutputs = 3;
+            constexpr std::int64_t kOutStride = 5;
             for (std::int64_t count : {1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 768}) {
-                const auto w = random_normal(count, 53);
+                const auto w = random_normal(kOutputs * count, 53);
                 const auto x = random_normal(4 * count, 54);
-                const auto packed = q::quantize_rows(type, w.data(), 1, count);
+                const auto packed = q::quantize_rows(type, w.data(), kOutputs, count);
                 const auto* halves = reinterpret_cast<const std::uint16_t*>(packed.data());
-                std::vector<float> widened(count);
-                (type == DType::F16 ? k.decode_f16 : k.decode_bf16)(halves, count, widened.data());
+                std::vector<float> widened(kOutputs * count);
+                (type == DType::F16 ? k.decode_f16 : k.decode_bf16)(halves, kOutputs * count, widened.data());
                 const float* xrows[4] = {x.data(), x.data() + count, x.data() + 2 * count, x.data() + 3 * count};
                 for (int rows = 1; rows <= 4; ++rows) {
-                    float expected[4];
-                    float got[4];
-                    k.dot_f32(widened.data(), xrows, rows, count, expected);
-                    direct(halves, xrows, rows, count, got);
+                    float expected[4 * kOutStride] = {};
+                    float got[4 * kOutStride] = {};
+                    for (int i = 0; i < kOutputs; ++i) {
+                        float dots[4];
+                        k.dot_f32(widened.data() + i * count, xrows, rows, count, dots);
+                        for (int r = 0; r < rows; ++r) expected[r * kOutStride + i] = dots[r];
+                    }
+                    direct(halves, count, kOutputs, xrows, rows, count, got, kOutStride);
                     INFO("type " << type_name(type) << " count " << count << " rows " << rows);
-                    CHECK(std::memcmp(expected, got, rows * sizeof(float)) == 0);
+                    CHECK(std::memcmp(expected, got, sizeof(got)) == 0);
                 }
             }
         }

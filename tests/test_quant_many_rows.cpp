@@ -75,6 +75,21 @@ TEST_CASE("few-row q8_0 gemm equals the scalar level") {
         }
 }
 
+TEST_CASE("few-row q8_0 gemm takes -128 weights") {
+    // The quantizer writes levels in [-127, 127], but a file may hold -128, whose magnitude
+    // only fits an unsigned byte.
+    QuantCase problem(DType::Q8_0, 2, 9, 512);
+    const std::size_t block_bytes = sizeof(blip::quant::BlockQ8_0);
+    for (std::size_t block = 0; block < problem.w.size() / block_bytes; block += 3)
+        problem.w[block * block_bytes + 2 + block % 32] = 0x80;
+    for (std::int64_t rows = 1; rows <= 2; ++rows) {
+        CAPTURE(rows);
+        QuantCase part = problem;
+        part.rows = rows;
+        CHECK(bit_identical(part.all_rows(blip::quant::max_cpu_level()), part.one_row_at_a_time(CpuLevel::Scalar)));
+    }
+}
+
 TEST_CASE("many-row block32 gemm equals one row at a time") {
     // Row counts around the tile of 8 rows, partial panels of 16 weight rows, one block per row.
     const QuantCase cases[] = {{DType::Q8_0, 9, 37, 96},  {DType::Q8_0, 40, 300, 256}, {DType::Q4_0, 17, 16, 64},

@@ -63,9 +63,9 @@ inline constexpr std::int64_t kGemmMaxRowChunk = 192;
 // Products with fewer rows than this (decoding steps: one row per sequence or beam) read W
 // in place, each thread one contiguous range of W rows in one DotRows call per block. Measured
 // on an Intel Xeon (AVX-512, 2 cores) over the base decoder's 492 MB of f32 weights, 1 row of
-// x: 34 GB/s with 2 threads, above a plain streaming read of a larger buffer (31 GB/s), against
-// 22 GB/s with one kernel call per tile and blocks handed out in turn; 1 W row per tile instead
-// of 5 reached 30 GB/s.
+// x, 2 threads: 34 GB/s, more than a plain streaming read of a larger buffer (31 GB/s). One
+// kernel call per tile, with blocks handed out in turn, read 22 GB/s; 1 W row per tile instead
+// of 5 read 30 GB/s.
 inline constexpr std::int64_t kGemmStreamRows = 8;
 // Work units (threads_for_work counts one per multiply-add of compute-bound code) per weight of
 // a streaming product. Such a product waits on memory: a 768 x 768 f32 matrix takes about

@@ -377,6 +377,19 @@ struct LoadBf16 {
 #endif
 };
 
+// Bytes ahead of the weights in use that the f32, f16 and bf16 dot products prefetch into the
+// L2 cache. Measured on an Intel Xeon (2 cores) over the base decoder's bf16 weights (245 MB,
+// 1 row): 23 GB/s without, 27 GB/s 8 KiB ahead into L2, 20 GB/s 4 KiB ahead into L1.
+inline constexpr int kFloatPrefetchBytes = 8192;
+
+// Prefetches into the L2 cache the lines kFloatPrefetchBytes after the `count` weights at `w`.
+template <class Element>
+BLIP_QUANT_TARGET inline void prefetch_ahead(const Element* w, int count) {
+    const char* ahead = reinterpret_cast<const char*>(w) + kFloatPrefetchBytes;
+    for (int line = 0; line < count * static_cast<int>(sizeof(Element)); line += 64)
+        _mm_prefetch(ahead + line, _MM_HINT_T1);
+}
+
 template <int Rows, class Load>
 BLIP_QUANT_TARGET inline void dot_float_rows(const typename Load::Element* w, const float* const* x,
                                              std::int64_t count, float* out) {
@@ -385,6 +398,7 @@ BLIP_QUANT_TARGET inline void dot_float_rows(const typename Load::Element* w, co
     __m512 acc[Rows][2];
     for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (; k + 32 <= count; k += 32) {
+        prefetch_ahead(w + k, 32);
         const __m512 w0 = Load::load16(w + k);
         const __m512 w1 = Load::load16(w + k + 16);
         for (int r = 0; r < Rows; ++r) {
@@ -414,6 +428,7 @@ BLIP_QUANT_TARGET inline void dot_float_rows(const typename Load::Element* w, co
     __m256 acc[Rows][2];
     for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (; k + 16 <= count; k += 16) {
+        prefetch_ahead(w + k, 16);
         const __m256 w0 = Load::load8(w + k);
         const __m256 w1 = Load::load8(w + k + 8);
         for (int r = 0; r < Rows; ++r) {
@@ -450,14 +465,31 @@ BLIP_QUANT_TARGET inline void dot_f32(const float* w, const float* const* x, int
     dot_float<LoadF32>(w, x, rows, count, out);
 }
 
-BLIP_QUANT_TARGET inline void dot_f16(const std::uint16_t* w, const float* const* x, int rows, std::int64_t count,
-                                      float* out) {
-    dot_float<LoadF16>(w, x, rows, count, out);
+// dot_float for `outputs` weight rows `w_stride` elements apart, out[r * out_stride + i] for
+// weight row i, in one call so that dot_float inlines into the loop over the rows.
+template <class Load>
+BLIP_QUANT_TARGET __attribute__((flatten)) inline void dot_float_outputs(const typename Load::Element* w,
+                                                                         std::int64_t w_stride, std::int64_t outputs,
+                                                                         const float* const* x, int rows,
+                                                                         std::int64_t count, float* out,
+                                                                         std::int64_t out_stride) {
+    float results[kMaxDotRows];
+    for (std::int64_t i = 0; i < outputs; ++i) {
+        dot_float<Load>(w + i * w_stride, x, rows, count, results);
+        for (int r = 0; r < rows; ++r) out[r * out_stride + i] = results[r];
+    }
 }
 
-BLIP_QUANT_TARGET inline void dot_bf16(const std::uint16_t* w, const float* const* x, int rows, std::int64_t count,
-                                       float* out) {
-    dot_float<LoadBf16>(w, x, rows, count, out);
+BLIP_QUANT_TARGET inline void dot_f16(const std::uint16_t* w, std::int64_t w_stride, std::int64_t outputs,
+                                      const float* const* x, int rows, std::int64_t count, float* out,
+                                      std::int64_t out_stride) {
+    dot_float_outputs<LoadF16>(w, w_stride, outputs, x, rows, count, out, out_stride);
+}
+
+BLIP_QUANT_TARGET inline void dot_bf16(const std::uint16_t* w, std::int64_t w_stride, std::int64_t outputs,
+                                       const float* const* x, int rows, std::int64_t count, float* out,
+                                       std::int64_t out_stride) {
+    dot_float_outputs<LoadBf16>(w, w_stride, outputs, x, rows, count, out, out_stride);
 }
 
 // Installs this level's kernels.

@@ -202,12 +202,9 @@ inline void process_tile(const KernelTable& k, DType type, const std::uint8_t* w
         if (direct != nullptr) {
             const float* xrows[kMaxDotRows];
             for (int j = 0; j < rows; ++j) xrows[j] = x + j * in_features;
-            for (std::int64_t i = 0; i < count; ++i) {
-                const auto* halves =
-                    reinterpret_cast<const std::uint16_t*>(weights + static_cast<std::size_t>(first + i) * stride);
-                direct(halves, xrows, static_cast<int>(rows), in_features, results);
-                store(0, static_cast<int>(rows), first + i);
-            }
+            const auto* halves = reinterpret_cast<const std::uint16_t*>(weights + static_cast<std::size_t>(first) * stride);
+            direct(halves, static_cast<std::int64_t>(stride / sizeof(std::uint16_t)), count, xrows,
+                   static_cast<int>(rows), in_features, y + first, out_features);
             return;
         }
     }

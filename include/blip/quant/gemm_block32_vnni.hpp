@@ -296,6 +296,10 @@ inline constexpr std::int64_t kGemvTaskRows = 64;
 // Work units per weight for threads_for_work: the product waits on memory, like the f32
 // streaming products (kernels::detail::kStreamWorkPerWeight).
 inline constexpr std::int64_t kGemvWorkPerWeight = 16;
+// Bytes ahead of the block group in use that gemv_q8_0 prefetches into the L2 cache. Measured on
+// an Intel Xeon (2 cores) over the base decoder's q8_0 weights (132 MB, 1 row): 18 GB/s
+// without, 23 GB/s 8 KiB ahead into L2; prefetching into L1 gained less.
+inline constexpr int kGemvPrefetchBytes = 8192;
 
 // Sums the 8 int32 lanes of each of 8 vectors: lane j of the result is the sum of v[j]. The
 // sums are exact integers, so any order gives the same result.
@@ -311,34 +315,39 @@ BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
 }
 
 // One weight row (q8_0 blocks) with `rows` activation rows: out[r] as accumulate_block32 and
-// reduce_lanes compute it.
+// reduce_lanes compute it. vpdpbusd multiplies unsigned by signed bytes, so each block takes
+// |w| as the unsigned operand and x with the sign of w as the signed one: |w| * (sign(w) x) is
+// w x, exact for every int8 w (|-128| is 128 unsigned) and every x in [-127, 127], which is
+// all that activation quantization writes.
 template <int Rows>
 BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_t blocks,
-                                                 const std::uint8_t* const* x, const Act32Row* act, float* out) {
-    const __m256i bias_bytes = _mm256_set1_epi8(static_cast<char>(0x80));
-    // Offsets of the 8 blocks' d fields, read as 32-bit words whose low half is d.
-    const __m256i d_offsets = _mm256_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238);
+                                                 const Act32Row* act, float* out) {
     __m512d sums[Rows];
     for (int r = 0; r < Rows; ++r) sums[r] = _mm512_setzero_pd();
     std::int64_t b = 0;
     for (; b + 8 <= blocks; b += 8) {
+        const char* group = reinterpret_cast<const char*>(w + b);
+        for (int line = 0; line < 8 * static_cast<int>(sizeof(BlockQ8_0)); line += 64)
+            _mm_prefetch(group + kGemvPrefetchBytes + line, _MM_HINT_T1);
         __m256i wq[8];
-        __m256i correction[8];
+        __m256i magnitude[8];
         for (int j = 0; j < 8; ++j) {
             wq[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b + j].qs));
-            correction[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias_bytes, wq[j]);
+            magnitude[j] = _mm256_abs_epi8(wq[j]);
         }
-        const __m256i d_words = _mm256_i32gather_epi32(reinterpret_cast<const int*>(w + b), d_offsets, 1);
-        const __m256 w_scale = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(d_words));
-        // 128 * (sum of q) of each block, subtracted from every row's block sums.
-        const __m256i block_correction = sum_lanes_8x(correction);
+        // Scalar loads of the 8 scales: gathers are slow on CPUs with the Gather Data Sampling
+        // microcode fix.
+        const __m256 w_scale = _mm256_cvtph_ps(_mm_setr_epi16(
+            static_cast<short>(w[b].d), static_cast<short>(w[b + 1].d), static_cast<short>(w[b + 2].d),
+            static_cast<short>(w[b + 3].d), static_cast<short>(w[b + 4].d), static_cast<short>(w[b + 5].d),
+            static_cast<short>(w[b + 6].d), static_cast<short>(w[b + 7].d)));
         for (int r = 0; r < Rows; ++r) {
             __m256i partial[8];
             for (int j = 0; j < 8; ++j) {
-                const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + (b + j) * 32));
-                partial[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), xv, wq[j]);
+                const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[r].q + (b + j) * 32));
+                partial[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), magnitude[j], _mm256_sign_epi8(xv, wq[j]));
             }
-            const __m256i dots = _mm256_sub_epi32(sum_lanes_8x(partial), block_correction);
+            const __m256i dots = sum_lanes_8x(partial);
             const __m256 scale = _mm256_mul_ps(w_scale, _mm256_loadu_ps(act[r].d + b));
             sums[r] = _mm512_fmadd_pd(_mm512_maskz_cvtps_pd(0xFF, scale), _mm512_maskz_cvtepi32_pd(0xFF, dots), sums[r]);
         }
@@ -361,35 +370,36 @@ BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_
     }
 }
 
+// Weight rows [begin, end) of gemv_q8_0 with `Rows` activation rows, in one call so that the
+// row kernel inlines and the loads of the next weight row issue while one row finishes.
+template <int Rows>
+BLIP_QUANT_VNNI_TARGET __attribute__((flatten)) inline void gemv_q8_0_rows(
+    const std::uint8_t* weights, std::size_t stride, std::int64_t begin, std::int64_t end, std::int64_t blocks,
+    const Act32Row* act, float* y, std::int64_t out_features) {
+    float results[Rows];
+    for (std::int64_t o = begin; o < end; ++o) {
+        const auto* w = reinterpret_cast<const BlockQ8_0*>(weights + static_cast<std::size_t>(o) * stride);
+        gemv_q8_0_row<Rows>(w, blocks, act, results);
+        for (int r = 0; r < Rows; ++r) y[r * out_features + o] = results[r];
+    }
+}
+
 // y[r * out_features + o] for r < rows (at most kGemvMaxRows), reading the q8_0 weights in
 // place, one weight row after another, so that the memory-bound product streams W once.
 inline void gemv_q8_0(const std::uint8_t* weights, std::size_t stride, std::int64_t out_features,
                       std::int64_t in_features, const Act32Row* act, std::int64_t rows, float* y) {
     const int threads = threads_for_work(kGemvWorkPerWeight * out_features * in_features);
     const std::int64_t blocks = in_features / kActBlock32;
-    std::vector<std::uint8_t>& unsigned_x = unsigned_activations();
-    unsigned_x.resize(static_cast<std::size_t>(rows * in_features));
-    for (std::int64_t r = 0; r < rows; ++r) {
-        const auto* q = reinterpret_cast<const std::uint8_t*>(act[r].q);
-        for (std::int64_t i = 0; i < in_features; ++i)
-            unsigned_x[static_cast<std::size_t>(r * in_features + i)] = static_cast<std::uint8_t>(q[i] ^ 0x80u);
-    }
-    const std::uint8_t* x[kGemvMaxRows];
-    for (std::int64_t r = 0; r < rows; ++r) x[r] = unsigned_x.data() + r * in_features;
     parallel_for(
         (out_features + kGemvTaskRows - 1) / kGemvTaskRows,
         [&](std::int64_t task, int) {
-            const std::int64_t end = std::min(out_features, (task + 1) * kGemvTaskRows);
-            float results[kGemvMaxRows];
-            for (std::int64_t o = task * kGemvTaskRows; o < end; ++o) {
-                const auto* w = reinterpret_cast<const BlockQ8_0*>(weights + static_cast<std::size_t>(o) * stride);
-                switch (rows) {
-                    case 1: gemv_q8_0_row<1>(w, blocks, x, act, results); break;
-                    case 2: gemv_q8_0_row<2>(w, blocks, x, act, results); break;
-                    case 3: gemv_q8_0_row<3>(w, blocks, x, act, results); break;
-                    default: gemv_q8_0_row<4>(w, blocks, x, act, results); break;
-                }
-                for (std::int64_t r = 0; r < rows; ++r) y[r * out_features + o] = results[r];
+            const std::int64_t begin = task * kGemvTaskRows;
+            const std::int64_t end = std::min(out_features, begin + kGemvTaskRows);
+            switch (rows) {
+                case 1: gemv_q8_0_rows<1>(weights, stride, begin, end, blocks, act, y, out_features); break;
+                case 2: gemv_q8_0_rows<2>(weights, stride, begin, end, blocks, act, y, out_features); break;
+                case 3: gemv_q8_0_rows<3>(weights, stride, begin, end, blocks, act, y, out_features); break;
+                default: gemv_q8_0_rows<4>(weights, stride, begin, end, blocks, act, y, out_features); break;
             }
         },
         threads);
