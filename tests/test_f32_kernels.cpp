@@ -132,10 +132,11 @@ struct GemmCase {
 }  // namespace
 
 TEST_CASE("gemm_f32 levels equal their scalar reference") {
-    // Shapes cover partial tiles, k tails of every length class, and the packed path (8 or
-    // more rows of 1024 or more elements).
-    const std::int64_t shapes[][3] = {{1, 1, 1},  {1, 7, 15},  {2, 13, 16},  {3, 5, 17},   {5, 31, 48},
-                                      {7, 6, 33}, {17, 40, 100}, {9, 11, 1040}, {26, 300, 64}};
+    // Shapes cover partial tiles, k tails of every length class, the streaming path (fewer than
+    // 32 rows, several row tiles) and the packed path (32 or more rows of 1024 or more elements).
+    const std::int64_t shapes[][3] = {{1, 1, 1},     {1, 7, 15},     {2, 13, 16},   {3, 5, 17},
+                                      {5, 31, 48},   {7, 6, 33},     {17, 40, 100}, {9, 11, 1040},
+                                      {26, 300, 64}, {33, 11, 1040}, {40, 30, 64}};
     for (const auto& shape : shapes) {
         const GemmCase problem(shape[0], shape[1], shape[2]);
         CAPTURE(problem.rows);
@@ -488,7 +489,8 @@ TEST_CASE("exp approximation matches libm") {
 }
 
 TEST_CASE("attention kernels of every level equal their scalar reference") {
-    const std::int64_t key_stride = 70;
+    // At least the largest dim: the query rows below are key rows.
+    const std::int64_t key_stride = 83;
     for (std::int64_t dim : {8, 12, 64, 80}) {
         for (std::int64_t keys : {1, 7, 16, 33, 577}) {
             CAPTURE(dim);

@@ -60,13 +60,14 @@ inline constexpr std::int64_t kGemmWeightBlockBytes = 256 * 1024;
 inline constexpr std::int64_t kGemmMaxBlockCols = 256;
 // Rows of x per task, at most. Tasks split the rows evenly, in multiples of the tile height.
 inline constexpr std::int64_t kGemmMaxRowChunk = 192;
-// Products with fewer rows than this (decoding steps: one row per sequence or beam) read W
-// in place, each thread one contiguous range of W rows in one DotRows call per block. Measured
-// on an Intel Xeon (AVX-512, 2 cores) over the base decoder's 492 MB of f32 weights, 1 row of
-// x, 2 threads: 34 GB/s, more than a plain streaming read of a larger buffer (31 GB/s). One
-// kernel call per tile, with blocks handed out in turn, read 22 GB/s; 1 W row per tile instead
-// of 5 read 30 GB/s.
-inline constexpr std::int64_t kGemmStreamRows = 8;
+// Products with fewer rows than this (decoding steps: one row per sequence or beam, a batch of
+// images) read W in place, each thread one contiguous range of W rows in one DotRows call per
+// block. Measured on an Intel Xeon (AVX-512, 2 cores) over the base decoder's 492 MB of f32
+// weights, 2 threads: with 1 row of x, 34 GB/s, more than a plain streaming read of a larger
+// buffer (31 GB/s). One kernel call per tile, with blocks handed out in turn, read 22 GB/s; 1
+// W row per tile instead of 5 read 30 GB/s. With 8 to 31 rows the blocked path below took 20
+// to 35% longer.
+inline constexpr std::int64_t kGemmStreamRows = 32;
 // Work units (threads_for_work counts one per multiply-add of compute-bound code) per weight of
 // a streaming product. Such a product waits on memory: a 768 x 768 f32 matrix takes about
 // 0.1 ms to read, far longer than its 0.6 M multiply-adds suggest, so two threads pay off.
@@ -216,11 +217,16 @@ inline void gemm_block(const F32KernelTable& k, const GemmProblem& p, const floa
     }
 }
 
-// Computes columns [col_begin, col_end) (at most kGemmMaxBlockCols) of a product of fewer than
-// kGemmStreamRows rows, epilogue included, reading W in place: one DotRows call per row tile.
+// Sums a streaming block holds on the stack (8 KiB): its rows times its columns.
+inline constexpr std::int64_t kStreamBlockSums = 2048;
+static_assert(kStreamBlockSums >= (kGemmStreamRows - 1) * kMaxTileCols, "a streaming block must hold one tile width");
+
+// Computes columns [col_begin, col_end) (at most kStreamBlockSums / rows) of a product of fewer
+// than kGemmStreamRows rows, epilogue included, reading W in place: one DotRows call per row
+// tile.
 inline void gemm_stream_block(const F32KernelTable& k, const GemmProblem& p, std::int64_t col_begin,
                               std::int64_t col_end) {
-    float dots[kGemmStreamRows * kGemmMaxBlockCols];
+    float dots[kStreamBlockSums];
     const std::int64_t cols = col_end - col_begin;
     const std::int64_t in = p.in_features;
     for (std::int64_t r = 0; r < p.rows; r += k.tile_rows) {
@@ -242,8 +248,8 @@ inline void gemm_stream_block(const F32KernelTable& k, const GemmProblem& p, std
 inline void gemm_stream(const F32KernelTable& k, const GemmProblem& p, int threads) {
     // With more rows than one tile, W passes once per row tile, so a block stays small enough
     // to be read again from the L2 cache.
-    const std::int64_t block =
-        p.rows <= k.tile_rows ? kGemmMaxBlockCols : gemm_block_cols(k, p.in_features);
+    const std::int64_t cache_block = p.rows <= k.tile_rows ? kGemmMaxBlockCols : gemm_block_cols(k, p.in_features);
+    const std::int64_t block = std::min(cache_block, kStreamBlockSums / p.rows / k.tile_cols * k.tile_cols);
     const std::int64_t tiles = tile_count(p.out_features, k.tile_cols);
     parallel_for(
         threads,
