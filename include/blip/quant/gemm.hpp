@@ -196,15 +196,19 @@ inline void process_tile(const KernelTable& k, DType type, const std::uint8_t* w
         for (int j = 0; j < nr; ++j) y[(r0 + j) * out_features + o] = results[j];
     };
 
-    if (family == WeightFamily::Float && rows <= kMaxDotRows && type != DType::F32) {
-        // One group of activation rows: read f16 or bf16 weights directly when the level can.
+    if (family == WeightFamily::Float && type != DType::F32) {
+        // Read f16 or bf16 weights directly when the level can, one group of activation rows
+        // at a time; the tile's weight rows stay in the L1 cache for the next group.
         const auto direct = type == DType::F16 ? k.dot_f16 : k.dot_bf16;
         if (direct != nullptr) {
-            const float* xrows[kMaxDotRows];
-            for (int j = 0; j < rows; ++j) xrows[j] = x + j * in_features;
             const auto* halves = reinterpret_cast<const std::uint16_t*>(weights + static_cast<std::size_t>(first) * stride);
-            direct(halves, static_cast<std::int64_t>(stride / sizeof(std::uint16_t)), count, xrows,
-                   static_cast<int>(rows), in_features, y + first, out_features);
+            for (std::int64_t r0 = 0; r0 < rows; r0 += kMaxDotRows) {
+                const int nr = static_cast<int>(std::min<std::int64_t>(kMaxDotRows, rows - r0));
+                const float* xrows[kMaxDotRows];
+                for (int j = 0; j < nr; ++j) xrows[j] = x + (r0 + j) * in_features;
+                direct(halves, static_cast<std::int64_t>(stride / sizeof(std::uint16_t)), count, xrows, nr, in_features,
+                       y + r0 * out_features + first, out_features);
+            }
             return;
         }
     }
@@ -318,7 +322,7 @@ inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weig
                            threads);
         return;
     }
-    if (type == DType::Q8_0 && k.level == CpuLevel::Avx512Vnni && rows <= vnni::kGemvMaxRows) {
+    if (type == DType::Q8_0 && k.level == CpuLevel::Avx512Vnni) {
         vnni::gemv_q8_0(weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y);
         return;
     }

@@ -289,7 +289,7 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
 
 // ----- few rows: q8_0 read in place -----------------------------------------------------------
 
-// Most activation rows of gemv_q8_0.
+// Most activation rows of one gemv_q8_0_row call; gemv_q8_0 takes more in groups of this many.
 inline constexpr int kGemvMaxRows = 4;
 // Weight rows per task of gemv_q8_0. Any split gives the same results.
 inline constexpr std::int64_t kGemvTaskRows = 64;
@@ -384,8 +384,9 @@ BLIP_QUANT_VNNI_TARGET __attribute__((flatten)) inline void gemv_q8_0_rows(
     }
 }
 
-// y[r * out_features + o] for r < rows (at most kGemvMaxRows), reading the q8_0 weights in
-// place, one weight row after another, so that the memory-bound product streams W once.
+// y[r * out_features + o] for r < rows, reading the q8_0 weights in place, one weight row after
+// another, so that the memory-bound product streams W once: each task passes over its weight
+// rows once per group of kGemvMaxRows activation rows, the later passes from the L2 cache.
 inline void gemv_q8_0(const std::uint8_t* weights, std::size_t stride, std::int64_t out_features,
                       std::int64_t in_features, const Act32Row* act, std::int64_t rows, float* y) {
     const int threads = threads_for_work(kGemvWorkPerWeight * out_features * in_features);
@@ -395,11 +396,15 @@ inline void gemv_q8_0(const std::uint8_t* weights, std::size_t stride, std::int6
         [&](std::int64_t task, int) {
             const std::int64_t begin = task * kGemvTaskRows;
             const std::int64_t end = std::min(out_features, begin + kGemvTaskRows);
-            switch (rows) {
-                case 1: gemv_q8_0_rows<1>(weights, stride, begin, end, blocks, act, y, out_features); break;
-                case 2: gemv_q8_0_rows<2>(weights, stride, begin, end, blocks, act, y, out_features); break;
-                case 3: gemv_q8_0_rows<3>(weights, stride, begin, end, blocks, act, y, out_features); break;
-                default: gemv_q8_0_rows<4>(weights, stride, begin, end, blocks, act, y, out_features); break;
+            for (std::int64_t r0 = 0; r0 < rows; r0 += kGemvMaxRows) {
+                const Act32Row* group = act + r0;
+                float* out = y + r0 * out_features;
+                switch (std::min<std::int64_t>(kGemvMaxRows, rows - r0)) {
+                    case 1: gemv_q8_0_rows<1>(weights, stride, begin, end, blocks, group, out, out_features); break;
+                    case 2: gemv_q8_0_rows<2>(weights, stride, begin, end, blocks, group, out, out_features); break;
+                    case 3: gemv_q8_0_rows<3>(weights, stride, begin, end, blocks, group, out, out_features); break;
+                    default: gemv_q8_0_rows<4>(weights, stride, begin, end, blocks, group, out, out_features); break;
+                }
             }
         },
         threads);
