@@ -39,11 +39,11 @@ BLIP_F32_AVX512 inline float reduce_lanes(__m512 v) {
 struct Tiles {
     // DotRows: dot_rows_baseline with this level's target, so that the tiles inline.
     template <int Rows, int Cols>
-    BLIP_F32_AVX512 __attribute__((flatten)) static void rows(TileOperand x, TileOperand w, std::int64_t count, std::int64_t outputs, float* y,
-                                      std::int64_t y_stride) {
+    BLIP_F32_AVX512 __attribute__((flatten)) static void rows(TileOperand x, TileOperand w, std::int64_t count,
+                                                              std::int64_t outputs, float* y, std::int64_t y_stride) {
         std::int64_t o = 0;
         for (; o + Cols <= outputs; o += Cols)
-            tile<Rows, Cols>(x, {w.data + o * w.row_stride, w.row_stride, w.block_stride}, count, y + o, y_stride);
+            tile<Rows, Cols, true>(x, {w.data + o * w.row_stride, w.row_stride, w.block_stride}, count, y + o, y_stride);
         for (; o < outputs; ++o)
             tile<Rows, 1>(x, {w.data + o * w.row_stride, w.row_stride, w.block_stride}, count, y + o, y_stride);
     }
@@ -51,7 +51,11 @@ struct Tiles {
     // NOTE: GCC 12 -O3 keeps the 25 accumulators of the 5 x 5 tile in registers in the main
     // loop only in this form: a loop over whole blocks, then a masked tail. The do-while form
     // of the attention kernels spills them to the stack in every iteration here.
-    template <int Rows, int Cols>
+    // PrefetchNext: W is row-major in place (DotRows), and each step prefetches into the L2
+    // cache the same k of the next tile's W rows. Over the base decoder's f32 weights on 2
+    // Xeon cores, a pass with 3 rows of x took 17.5 instead of 21 ms, with 8 rows 23 instead
+    // of 29 ms; 1 row is unchanged (the hardware prefetcher keeps up).
+    template <int Rows, int Cols, bool PrefetchNext = false>
     BLIP_F32_AVX512 static void tile(TileOperand x, TileOperand w, std::int64_t count, float* y, std::int64_t y_stride) {
         __m512 acc[Rows][Cols];
         for (int r = 0; r < Rows; ++r)
@@ -61,6 +65,9 @@ struct Tiles {
         std::int64_t k = 0;
         for (; k + 16 <= count; k += 16, xp += x.block_stride, wp += w.block_stride) {
             __m512 wv[Cols];
+            if (PrefetchNext)
+                for (int c = 0; c < Cols; ++c)
+                    _mm_prefetch(reinterpret_cast<const char*>(wp + (Cols + c) * w.row_stride), _MM_HINT_T1);
             for (int c = 0; c < Cols; ++c) wv[c] = _mm512_loadu_ps(wp + c * w.row_stride);
             for (int r = 0; r < Rows; ++r) {
                 const __m512 xv = _mm512_loadu_ps(xp + r * x.row_stride);
