@@ -1,5 +1,5 @@
-// quant::gemm's AVX-512 VNNI products against the same rows one at a time and against the
-// scalar level, bit for bit: the packed product of many rows (q8_0, q4_0, q4_1) and the
+// quant::gemm's AVX-512 VNNI and AMX products against the same rows one at a time and against
+// the scalar level, bit for bit: the packed product of many rows (q8_0, q4_0, q4_1) and the
 // in-place q8_0 product of fewer than 8 rows.
 #include <doctest/doctest.h>
 
@@ -32,6 +32,11 @@ bool bit_identical(const std::vector<float>& a, const std::vector<float>& b) {
 // Restores the default thread count when a test case ends.
 struct ThreadCountGuard {
     ~ThreadCountGuard() { blip::set_num_threads(0); }
+};
+
+// Allows AMX tiles again when a test case ends.
+struct AmxGuard {
+    ~AmxGuard() { blip::quant::set_amx_allowed(true); }
 };
 
 struct QuantCase {
@@ -92,18 +97,24 @@ TEST_CASE("few-row q8_0 gemm takes -128 weights") {
 }
 
 TEST_CASE("many-row block32 gemm equals one row at a time") {
-    // Row counts around the tile of 8 rows, partial panels of 16 weight rows, one block per row.
+    // Row counts around the VNNI tile of 8 rows and the AMX tile of 16, partial panels of 16
+    // weight rows, one block per row; with AMX tiles where the CPU has them, and without.
     const QuantCase cases[] = {{DType::Q8_0, 9, 37, 96},  {DType::Q8_0, 40, 300, 256}, {DType::Q4_0, 17, 16, 64},
-                               {DType::Q4_1, 23, 50, 128}, {DType::Q8_0, 8, 5, 32}};
-    for (const auto& problem : cases) {
-        CAPTURE(blip::dtype_name(problem.type));
-        CAPTURE(problem.rows);
-        CAPTURE(problem.out);
-        CAPTURE(problem.in);
-        const auto scalar = problem.one_row_at_a_time(CpuLevel::Scalar);
-        const auto level = blip::quant::max_cpu_level();
-        CHECK(bit_identical(problem.all_rows(level), problem.one_row_at_a_time(level)));
-        CHECK(bit_identical(problem.all_rows(level), scalar));
+                               {DType::Q4_1, 23, 50, 128}, {DType::Q8_0, 8, 5, 32},     {DType::Q8_0, 16, 33, 160}};
+    AmxGuard guard;
+    for (bool amx : {true, false}) {
+        blip::quant::set_amx_allowed(amx);
+        for (const auto& problem : cases) {
+            CAPTURE(amx);
+            CAPTURE(blip::dtype_name(problem.type));
+            CAPTURE(problem.rows);
+            CAPTURE(problem.out);
+            CAPTURE(problem.in);
+            const auto scalar = problem.one_row_at_a_time(CpuLevel::Scalar);
+            const auto level = blip::quant::max_cpu_level();
+            CHECK(bit_identical(problem.all_rows(level), problem.one_row_at_a_time(level)));
+            CHECK(bit_identical(problem.all_rows(level), scalar));
+        }
     }
 }
 

@@ -24,14 +24,11 @@
 #include "blip/core/error.hpp"
 #include "blip/core/parallel.hpp"
 #include "blip/kernels/gemm_f32.hpp"
+#include "blip/quant/amx_tiles.hpp"
 #include "blip/quant/cpu.hpp"
 
 #if BLIP_QUANT_X86
 #include <immintrin.h>
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 #endif
 
 namespace blip::kernels {
@@ -47,20 +44,10 @@ inline constexpr std::int64_t kAmxBlockCols = 128;
 
 }  // namespace detail
 
-// Whether this process can use AMX bf16 tiles: the CPU has them, the OS saves their state, and
-// on Linux the kernel granted this process the tile data state (asked once, on the first call).
+// Whether this process can use AMX bf16 tiles: the CPU has them, the tile state is granted, and
+// quant::set_amx_allowed(false) was not called.
 inline bool amx_usable() {
-#if BLIP_QUANT_X86 && defined(__linux__)
-    static const bool usable = [] {
-        if (!quant::cpu_features().amx_bf16) return false;
-        constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
-        constexpr long kTileData = 18;                // XFEATURE_XTILEDATA
-        return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
-    }();
-    return usable;
-#else
-    return false;
-#endif
+    return quant::amx_allowed() && quant::cpu_features().amx_bf16 && quant::amx_tile_state_granted();
 }
 
 // Whether gemm_bf16_amx() runs a product of `rows` rows of `in_features` elements: AMX is
@@ -77,24 +64,14 @@ namespace detail::amx {
 
 #define BLIP_AMX_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 
-// The 64-byte tile configuration of LDTILECFG, palette 1.
-struct alignas(64) TileConfig {
-    std::uint8_t palette = 1;
-    std::uint8_t start_row = 0;
-    std::uint8_t reserved[14] = {};
-    std::uint16_t bytes_per_row[16] = {};
-    std::uint8_t rows[16] = {};
-};
-static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
-
 // Tiles 0-3 hold the 2 x 2 C tiles, 4-5 the A tiles, 6-7 the B tiles: 16 rows of 64 bytes each.
 BLIP_AMX_TARGET inline void configure_tiles() {
-    TileConfig config;
+    quant::detail::AmxTileConfig config;
     for (int tile = 0; tile < 8; ++tile) {
         config.rows[tile] = 16;
         config.bytes_per_row[tile] = 64;
     }
-    _tile_loadconfig(&config);
+    quant::detail::load_tile_config(config);
 }
 
 // Rounds rows [first, first + count) of x to bf16 into `out` (row stride `in`, a multiple of

@@ -19,6 +19,10 @@
 #endif
 #if BLIP_QUANT_X86
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 // BLIP_QUANT_HAS_XSIMD is 1 when xsimd supports the compile-time architecture, which the
@@ -64,8 +68,10 @@ struct CpuFeatures {
     bool avx512_vnni = false;
     bool avx512_bf16 = false;
     // AMX tiles with bf16 products, AVX-512 BF16 and the OS saving tile state. Linux also
-    // requires each process to ask for the tile state (see kernels::amx_usable).
+    // requires each process to ask for the tile state (see amx_tile_state_granted).
     bool amx_bf16 = false;
+    // AMX tiles with 8-bit integer products, AVX-512 and the OS saving tile state.
+    bool amx_int8 = false;
 };
 
 namespace detail {
@@ -126,6 +132,7 @@ inline CpuFeatures detect_cpu_features() {
     const unsigned edx7 = leaf7[3];
     const bool os_tiles = (xcr0 & 0x60000u) == 0x60000u;  // XTILECFG and XTILEDATA
     features.amx_bf16 = features.avx512_bf16 && (edx7 & (1u << 22)) && (edx7 & (1u << 24)) && os_tiles;
+    features.amx_int8 = features.avx512 && (edx7 & (1u << 25)) && (edx7 & (1u << 24)) && os_tiles;
 #endif
     return features;
 }
@@ -190,5 +197,35 @@ inline CpuLevel active_cpu_level() {
 }
 
 inline bool cpu_level_available(CpuLevel level) { return static_cast<int>(level) <= static_cast<int>(max_cpu_level()); }
+
+namespace detail {
+inline bool& amx_allowed_flag() {
+    static bool allowed = true;
+    return allowed;
+}
+}  // namespace detail
+
+// Lets the matrix products use AMX tiles where they can (the default), or not, so that tests
+// and benchmarks can compare them with the AVX-512 paths. Not meant to be called while a
+// product runs.
+inline void set_amx_allowed(bool allowed) { detail::amx_allowed_flag() = allowed; }
+inline bool amx_allowed() { return detail::amx_allowed_flag(); }
+
+// Whether this process may use AMX tile data: the CPU has AMX tiles, the OS saves their state,
+// and on Linux the kernel granted this process the tile data state (asked once, on the first
+// call). Other systems are not asked and get false.
+inline bool amx_tile_state_granted() {
+#if BLIP_QUANT_X86 && defined(__linux__)
+    static const bool granted = [] {
+        if (!cpu_features().amx_bf16 && !cpu_features().amx_int8) return false;
+        constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+        constexpr long kTileData = 18;                // XFEATURE_XTILEDATA
+        return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+    }();
+    return granted;
+#else
+    return false;
+#endif
+}
 
 }  // namespace blip::quant

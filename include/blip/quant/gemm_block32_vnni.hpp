@@ -9,6 +9,8 @@
 //
 // VPDPBUSD multiplies unsigned by signed bytes, so activations enter as q + 128 (in 1..255)
 // and each block's dot product is corrected by 128 * (sum of the weights' q), an exact integer.
+// On CPUs with AMX-INT8, tiles of 16 activation rows take the same panels instead
+// (block32_amx.hpp) and give the same integers.
 // The float combination then repeats accumulate_block32 exactly: per block the float
 // scale = w.scale * x.d, the exact double product with the integer dot (and the q4_1 min
 // term) added to double lane b % 8, and the lanes summed by reduce_lanes. So every output has
@@ -22,6 +24,7 @@
 
 #include <blip/core/dtype.hpp>
 #include <blip/core/parallel.hpp>
+#include <blip/quant/block32_amx.hpp>
 #include <blip/quant/blocks.hpp>
 #include <blip/quant/cpu.hpp>
 #include <blip/quant/kernels.hpp>
@@ -68,18 +71,34 @@ inline PanelView panel_view(const std::uint8_t* panel, std::int64_t blocks, bool
     return view;
 }
 
-// Per-thread buffers: packed panels, one decoded weight row, integer dots of one tile.
+// Per-thread buffers: packed panels, one decoded weight row, integer dots of one tile, and the
+// activation rows of a partial AMX tile.
 struct ThreadBuffers {
     std::vector<std::uint8_t> panels;
     std::vector<std::int8_t> row_q;
     std::vector<float> row_scale;
     std::vector<float> row_min;
     std::vector<std::int32_t> dots;
+    std::vector<std::int8_t> amx_rows;
 };
 
 inline ThreadBuffers& thread_buffers() {
     static thread_local ThreadBuffers buffers;
     return buffers;
+}
+
+// The 16 activation rows of an AMX tile product, in_features bytes apart: the rows in place
+// when all 16 exist and lie so, else a copy padded with zero rows.
+inline const std::int8_t* amx_activation_tile(const Act32Row* act, int rows, std::int64_t in_features,
+                                              ThreadBuffers& buffers) {
+    constexpr int kRows = amx_int8::kTileRows;
+    bool in_place = rows == kRows;
+    for (int i = 1; in_place && i < kRows; ++i) in_place = act[i].q == act[0].q + i * in_features;
+    if (in_place) return act[0].q;
+    buffers.amx_rows.assign(static_cast<std::size_t>(kRows * in_features), 0);
+    for (int i = 0; i < rows; ++i)
+        std::memcpy(buffers.amx_rows.data() + i * in_features, act[i].q, static_cast<std::size_t>(in_features));
+    return buffers.amx_rows.data();
 }
 
 // Activations as unsigned bytes q + 128, shared by the workers of one call.
@@ -230,24 +249,29 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
     const std::int64_t blocks = in_features / kActBlock32;
     const bool has_min = type == DType::Q4_1;
     const std::int64_t panel_bytes = blocks * kPanelBlockBytes;
+    const bool amx = block32_amx_usable();
+    const int row_step = amx ? amx_int8::kTileRows : kTileRows;
 
-    // Activations as unsigned bytes, q + 128 (q ^ 0x80).
+    // VNNI multiplies unsigned by signed bytes: activations as unsigned bytes, q + 128 (q ^ 0x80).
+    // AMX multiplies the signed activations directly.
     std::vector<std::uint8_t>& unsigned_x = unsigned_activations();
-    unsigned_x.resize(static_cast<std::size_t>(rows * in_features));
-    parallel_for(
-        rows,
-        [&](std::int64_t r, int) {
-            const auto* q = reinterpret_cast<const std::uint8_t*>(act[r].q);
-            std::uint8_t* out = unsigned_x.data() + r * in_features;
-            for (std::int64_t i = 0; i < in_features; ++i) out[i] = static_cast<std::uint8_t>(q[i] ^ 0x80u);
-        },
-        threads);
+    if (!amx) {
+        unsigned_x.resize(static_cast<std::size_t>(rows * in_features));
+        parallel_for(
+            rows,
+            [&](std::int64_t r, int) {
+                const auto* q = reinterpret_cast<const std::uint8_t*>(act[r].q);
+                std::uint8_t* out = unsigned_x.data() + r * in_features;
+                for (std::int64_t i = 0; i < in_features; ++i) out[i] = static_cast<std::uint8_t>(q[i] ^ 0x80u);
+            },
+            threads);
+    }
 
     const std::int64_t panels = (out_features + kPanelCols - 1) / kPanelCols;
     const std::int64_t panels_per_task = std::max<std::int64_t>(1, kBlockBytes / panel_bytes);
     const std::int64_t col_tasks = (panels + panels_per_task - 1) / panels_per_task;
     const std::int64_t row_chunks = (rows + kMaxRowChunk - 1) / kMaxRowChunk;
-    const std::int64_t chunk_rows = ((rows + row_chunks - 1) / row_chunks + kTileRows - 1) / kTileRows * kTileRows;
+    const std::int64_t chunk_rows = ((rows + row_chunks - 1) / row_chunks + row_step - 1) / row_step * row_step;
     parallel_for(
         col_tasks * row_chunks,
         [&](std::int64_t task, int) {
@@ -257,20 +281,29 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
             const std::int64_t row_begin = task % row_chunks * chunk_rows;
             const std::int64_t row_end = std::min(rows, row_begin + chunk_rows);
             buffers.panels.resize(static_cast<std::size_t>((last_panel - first_panel) * panel_bytes));
-            buffers.dots.resize(static_cast<std::size_t>(kTileRows * blocks * kPanelCols));
+            buffers.dots.resize(static_cast<std::size_t>(row_step * blocks * kPanelCols));
             for (std::int64_t p = first_panel; p < last_panel; ++p) {
                 const std::int64_t first = p * kPanelCols;
                 pack_panel(k, type, weights, stride, first, std::min(kPanelCols, out_features - first), blocks,
                            buffers, buffers.panels.data() + (p - first_panel) * panel_bytes);
             }
-            for (std::int64_t r = row_begin; r < row_end; r += kTileRows) {
-                const int tile_rows = static_cast<int>(std::min<std::int64_t>(kTileRows, row_end - r));
+            if (amx) amx_int8::configure_tiles();
+            for (std::int64_t r = row_begin; r < row_end; r += row_step) {
+                const int tile_rows = static_cast<int>(std::min<std::int64_t>(row_step, row_end - r));
                 const std::uint8_t* x[kTileRows];
-                for (int i = 0; i < tile_rows; ++i) x[i] = unsigned_x.data() + (r + i) * in_features;
+                const std::int8_t* amx_x = nullptr;
+                if (amx) {
+                    amx_x = amx_activation_tile(act + r, tile_rows, in_features, buffers);
+                } else {
+                    for (int i = 0; i < tile_rows; ++i) x[i] = unsigned_x.data() + (r + i) * in_features;
+                }
                 for (std::int64_t p = first_panel; p < last_panel; ++p) {
                     const PanelView panel =
                         panel_view(buffers.panels.data() + (p - first_panel) * panel_bytes, blocks, has_min);
-                    panel_dots(x, tile_rows, panel, blocks, buffers.dots.data());
+                    if (amx)
+                        amx_int8::panel_dots(amx_x, in_features, panel.q, blocks, buffers.dots.data());
+                    else
+                        panel_dots(x, tile_rows, panel, blocks, buffers.dots.data());
                     const std::int64_t first = p * kPanelCols;
                     const std::int64_t cols = std::min(kPanelCols, out_features - first);
                     for (int i = 0; i < tile_rows; ++i) {
@@ -283,6 +316,7 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
                     }
                 }
             }
+            if (amx) amx_int8::release_tiles();
         },
         threads);
 }
