@@ -1,6 +1,6 @@
 // quant::gemm's AVX-512 VNNI and AMX products against the same rows one at a time and against
-// the scalar level, bit for bit: the packed product of many rows (q8_0, q4_0, q4_1) and the
-// in-place q8_0 product of fewer than 8 rows.
+// the scalar level, bit for bit. They cover the packed product of many rows (q8_0, q4_0, q4_1)
+// and the in-place q8_0 product of fewer than 8 rows.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -69,8 +69,8 @@ struct QuantCase {
 }  // namespace
 
 TEST_CASE("few-row q8_0 gemm equals the scalar level") {
-    // 1 to 7 rows (two groups of rows from 5 on); rows of 8 blocks, 3 blocks (below one group
-    // of 8) and 17 blocks (a tail).
+    // 1 to 7 rows, in two groups of rows from 5 on. Rows of 8 blocks, 3 blocks (below one
+    // group of 8) and 17 blocks (a tail).
     for (std::int64_t rows = 1; rows <= 7; ++rows)
         for (std::int64_t in : {256, 96, 544}) {
             const QuantCase problem(DType::Q8_0, rows, 45, in);
@@ -98,7 +98,8 @@ TEST_CASE("few-row q8_0 gemm takes -128 weights") {
 
 TEST_CASE("many-row block32 gemm equals one row at a time") {
     // Row counts around the VNNI tile of 8 rows and the AMX tile of 16, partial panels of 16
-    // weight rows, one block per row; with AMX tiles where the CPU has them, and without.
+    // weight rows, one block per row. Each runs with AMX tiles where the CPU has them, and
+    // without.
     const QuantCase cases[] = {{DType::Q8_0, 9, 37, 96},  {DType::Q8_0, 40, 300, 256}, {DType::Q4_0, 17, 16, 64},
                                {DType::Q4_1, 23, 50, 128}, {DType::Q8_0, 8, 5, 32},     {DType::Q8_0, 16, 33, 160}};
     AmxGuard guard;
