@@ -61,8 +61,8 @@ inline constexpr std::int64_t kGemmMaxBlockCols = 256;
 // Rows of x per task, at most. Tasks split the rows evenly, in multiples of the tile height.
 inline constexpr std::int64_t kGemmMaxRowChunk = 192;
 // Products with fewer rows than this (decoding steps: one row per sequence or beam, a batch of
-// images) read W in place, each thread one contiguous range of W rows in one DotRows call per
-// block. Measured on an Intel Xeon (AVX-512, 2 cores) over the base decoder's 492 MB of f32
+// images) read W in place, each thread one contiguous range of W rows with one DotRows call
+// per block and row tile. Measured on an Intel Xeon (AVX-512, 2 cores) over the base decoder's 492 MB of f32
 // weights, 2 threads: with 1 row of x, 34 GB/s, more than a plain streaming read of a larger
 // buffer (31 GB/s). One kernel call per tile, with blocks handed out in turn, read 22 GB/s; 1
 // W row per tile instead of 5 read 30 GB/s. With 8 to 31 rows the blocked path below took 20
@@ -248,7 +248,8 @@ inline void gemm_stream_block(const F32KernelTable& k, const GemmProblem& p, std
 inline void gemm_stream(const F32KernelTable& k, const GemmProblem& p, int threads) {
     // With more rows than one tile, W passes once per row tile, so a block stays small enough
     // to be read again from the L2 cache.
-    const std::int64_t cache_block = p.rows <= k.tile_rows ? kGemmMaxBlockCols : gemm_block_cols(k, p.in_features);
+    const std::int64_t cache_block =
+        p.rows <= k.tile_rows ? kGemmMaxBlockCols / k.tile_cols * k.tile_cols : gemm_block_cols(k, p.in_features);
     const std::int64_t block = std::min(cache_block, kStreamBlockSums / p.rows / k.tile_cols * k.tile_cols);
     const std::int64_t tiles = tile_count(p.out_features, k.tile_cols);
     parallel_for(

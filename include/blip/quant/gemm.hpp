@@ -198,7 +198,7 @@ inline void process_tile(const KernelTable& k, DType type, const std::uint8_t* w
 
     if (family == WeightFamily::Float && type != DType::F32) {
         // Read f16 or bf16 weights directly when the level can, one group of activation rows
-        // at a time. The tile's weight rows stay in the L1 cache for the next group.
+        // at a time. The tile's weight rows stay in the L1 or L2 cache for the next group.
         const auto direct = type == DType::F16 ? k.dot_f16 : k.dot_bf16;
         if (direct != nullptr) {
             const auto* halves = reinterpret_cast<const std::uint16_t*>(weights + static_cast<std::size_t>(first) * stride);

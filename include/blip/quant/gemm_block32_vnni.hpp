@@ -7,8 +7,9 @@
 // weight row. In step i, the lane of weight row c receives elements 4i..4i+3 of the block, and
 // the activation's 4 bytes are broadcast to all lanes. No horizontal sums remain.
 //
-// VPDPBUSD multiplies unsigned by signed bytes, so activations enter as q + 128 (in 1..255)
-// and each block's dot product is corrected by 128 * (sum of the weights' q), an exact integer.
+// VPDPBUSD multiplies unsigned by signed bytes, so in the packed product activations enter as
+// q + 128 (in 1..255) and each block's dot product is corrected by 128 * (sum of the weights'
+// q), an exact integer. (gemv_q8_0 instead multiplies |w| by x with the sign of w.)
 // On CPUs with AMX-INT8, tiles of 16 activation rows take the same panels instead
 // (block32_amx.hpp) and give the same integers.
 // The float combination then repeats accumulate_block32 exactly: per block the float
@@ -36,8 +37,9 @@
 
 namespace blip::quant::detail {
 
-// Calls with at least this many activation rows use the packed VNNI product. Fewer rows
-// (decoding steps) read each weight once, so packing would only add work.
+// Calls with at least this many activation rows use the packed product (VNNI, or AMX tiles
+// where usable). Fewer rows (decoding steps) read each weight once, so packing would only add
+// work.
 inline constexpr std::int64_t kVnniMinRows = 8;
 
 #if BLIP_QUANT_X86
