@@ -129,6 +129,29 @@ struct GemmCase {
     }
 };
 
+// Self-attention arguments: `queries` query rows and `keys` key and value rows, all `stride`
+// floats apart, with the last query row seeing the last key when `causal`. The output has the
+// same stride.
+blip::kernels::AttentionArgs attention_args(const std::vector<float>& query, std::int64_t queries,
+                                            const std::vector<float>& key, const std::vector<float>& value,
+                                            std::int64_t keys, std::int64_t stride, std::int64_t heads,
+                                            std::int64_t dim, bool causal, float* output) {
+    blip::kernels::AttentionArgs args;
+    args.query = query.data();
+    args.query_rows = queries;
+    args.query_stride = stride;
+    args.key = key.data();
+    args.value = value.data();
+    args.key_rows = keys;
+    args.key_stride = args.value_stride = stride;
+    args.heads = heads;
+    args.head_dim = dim;
+    args.causal_offset = causal ? keys - queries : -1;
+    args.output = output;
+    args.output_stride = stride;
+    return args;
+}
+
 }  // namespace
 
 TEST_CASE("gemm_f32 levels equal their scalar reference") {
@@ -594,22 +617,11 @@ TEST_CASE("chain-tile attention keeps the chain order") {
         for (auto scaling : {blip::kernels::ScoreScaling::DivideBySqrt,
                              blip::kernels::ScoreScaling::MultiplyByInverseSqrt}) {
             CAPTURE(causal);
-            blip::kernels::AttentionArgs args;
-            args.query = query.data();
-            args.query_rows = queries;
-            args.query_stride = stride;
-            args.key = key.data();
-            args.value = value.data();
-            args.key_rows = keys;
-            args.key_stride = args.value_stride = stride;
-            args.heads = heads;
-            args.head_dim = dim;
+            std::vector<float> out(static_cast<std::size_t>(queries * stride), -5.0f);
+            blip::kernels::AttentionArgs args =
+                attention_args(query, queries, key, value, keys, stride, heads, dim, causal, out.data());
             args.scaling = scaling;
             args.key_bias = bias.data();
-            args.causal_offset = causal ? keys - queries : -1;
-            std::vector<float> out(static_cast<std::size_t>(queries * stride), -5.0f);
-            args.output = out.data();
-            args.output_stride = stride;
             blip::kernels::attention(args);
 
             const bool divide = scaling == blip::kernels::ScoreScaling::DivideBySqrt;
@@ -647,20 +659,9 @@ TEST_CASE("attention rows do not depend on the other query rows") {
     const auto value = random_values(static_cast<std::size_t>(keys * stride), 13);
     for (bool causal : {false, true}) {
         CAPTURE(causal);
-        blip::kernels::AttentionArgs args;
-        args.query = query.data();
-        args.query_rows = queries;
-        args.query_stride = stride;
-        args.key = key.data();
-        args.value = value.data();
-        args.key_rows = keys;
-        args.key_stride = args.value_stride = stride;
-        args.heads = heads;
-        args.head_dim = dim;
-        args.causal_offset = causal ? keys - queries : -1;
         std::vector<float> all(static_cast<std::size_t>(queries * stride));
-        args.output = all.data();
-        args.output_stride = stride;
+        const blip::kernels::AttentionArgs args =
+            attention_args(query, queries, key, value, keys, stride, heads, dim, causal, all.data());
         blip::kernels::attention(args);
         bool same = true;
         for (std::int64_t i = 0; i < queries; ++i) {

@@ -69,16 +69,13 @@ inline constexpr std::int64_t kAttentionChunkRows = 640;
 // Tasks with at least this many query rows first copy their head's keys, transposed, and its
 // values into contiguous buffers (into chain panels at levels with chain tiles). Their scores
 // then come from TransposedScoresKernel or the chain tiles, one multiply-add chain per score
-// with no horizontal sums, which rounds differently from the 16-lane scores of fewer rows. Measured on Zen 4, AVX-512, one thread, ViT-B layer with 577
-// tokens: attention 15.1 ms with 16-lane scores, 13.1 ms with transposed keys.
+// with no horizontal sums, which rounds differently from the 16-lane scores of fewer rows.
+// Measured on Zen 4, AVX-512, one thread, ViT-B layer with 577 tokens: attention 15.1 ms with
+// 16-lane scores, 13.1 ms with transposed keys.
 inline constexpr std::int64_t kAttentionPackRows = 16;
 
-// Per-thread buffer for packed keys and values, aligned to 64 bytes; it grows to the largest
-// request and is kept.
-inline float* attention_pack_buffer(std::size_t floats) {
-    thread_local std::vector<float> buffer;
-    return aligned_floats(buffer, floats);
-}
+// Tag of the per-thread buffer for transposed keys and values (see thread_buffer).
+struct AttentionPackedOperands;
 
 // Copies `rows` rows of `dim` floats (row stride `stride`) to consecutive rows at `out`.
 inline void pack_head(const float* source, std::int64_t rows, std::int64_t stride, std::int64_t dim, float* out) {
@@ -249,7 +246,8 @@ inline void attention(const AttentionArgs& args, float* scratch, std::int64_t sc
             }
             // Transposed keys padded to whole cache lines per element, so their rows start aligned.
             const std::int64_t keys_padded = tile_count(keys, 16) * 16;
-            float* packed = detail::attention_pack_buffer(static_cast<std::size_t>((keys_padded + keys) * dim));
+            float* packed = detail::thread_buffer<detail::AttentionPackedOperands>(
+                static_cast<std::size_t>((keys_padded + keys) * dim));
             detail::pack_head_transposed(args.key + head * dim, keys, args.key_stride, dim, packed, keys_padded);
             float* values = packed + keys_padded * dim;
             detail::pack_head(args.value + head * dim, keys, args.value_stride, dim, values);

@@ -61,12 +61,12 @@ inline constexpr std::int64_t kGemmMaxBlockCols = 256;
 // Rows of x per task, at most. Tasks split the rows evenly, in multiples of the tile height.
 inline constexpr std::int64_t kGemmMaxRowChunk = 192;
 // Products with fewer rows than this (decoding steps: one row per sequence or beam, a batch of
-// images) read W in place, each thread one contiguous range of W rows with one DotRows call
-// per block and row tile. Measured on an Intel Xeon (AVX-512, 2 cores) over the base decoder's 492 MB of f32
-// weights, 2 threads: with 1 row of x, 34 GB/s, more than a plain streaming read of a larger
-// buffer (31 GB/s). One kernel call per tile, with blocks handed out in turn, read 22 GB/s; 1
-// W row per tile instead of 5 read 30 GB/s. With 8 to 31 rows the blocked path below took 20
-// to 35% longer.
+// images) read W in place. Each thread takes one contiguous range of W rows, with one DotRows
+// call per block and row tile. Measured on an Intel Xeon (AVX-512, 2 cores, 2 threads) over
+// the base decoder's 492 MB of f32 weights with 1 row of x: 34 GB/s, more than a plain
+// streaming read of a larger buffer (31 GB/s). One kernel call per tile, with blocks handed
+// out in turn, read 22 GB/s, and 1 W row per tile instead of 5 read 30 GB/s. With 8 to 31 rows
+// the blocked path below took 20 to 35% longer.
 inline constexpr std::int64_t kGemmStreamRows = 32;
 // Work units (threads_for_work counts one per multiply-add of compute-bound code) per weight of
 // a streaming product. Such a product waits on memory: a 768 x 768 f32 matrix takes about
@@ -164,12 +164,9 @@ inline float* thread_buffer(std::size_t floats) {
     return aligned_floats(buffer, floats);
 }
 
-// Per-thread buffer for packed panels, aligned to 64 bytes; it grows to the largest request
-// and is kept for later calls.
-inline float* packing_buffer(std::size_t floats) {
-    thread_local std::vector<float> buffer;
-    return aligned_floats(buffer, floats);
-}
+// Tag of the calling thread's buffer for the operands a product packs once per call (see
+// thread_buffer).
+struct PackedOperands;
 
 // Copies `rows` rows of `count` elements (row stride `stride`) into the packed layout of
 // TileOperand: block b of row r at out[(b * rows + r) * 16], zero-padded to whole blocks.
@@ -197,13 +194,12 @@ inline void gemm_block(const F32KernelTable& k, const GemmProblem& p, const floa
     const std::int64_t cols = col_end - col_begin;
     const std::int64_t in = p.in_features;
     const std::int64_t padded = tile_count(in, kDotLanes) * kDotLanes;
-    const std::int64_t tile_cols = k.tile_cols;
     const blip::kernels::Epilogue& e = *p.epilogue;
     for (std::int64_t r = row_begin; r < row_end; r += k.tile_rows) {
         const int tr = static_cast<int>(std::min<std::int64_t>(k.tile_rows, row_end - r));
         const TileOperand x{p.x + r * p.x_stride, p.x_stride, kDotLanes};
-        for (std::int64_t c = col_begin; c < col_end; c += tile_cols) {
-            const int tc = static_cast<int>(std::min<std::int64_t>(tile_cols, col_end - c));
+        for (std::int64_t c = col_begin; c < col_end; c += k.tile_cols) {
+            const int tc = static_cast<int>(std::min<std::int64_t>(k.tile_cols, col_end - c));
             TileOperand w{p.w + c * in, in, kDotLanes};
             if (packed_w) w = {packed_w + c * padded, kDotLanes, tc * kDotLanes};
             k.tiles[tr - 1][tc - 1](x, w, in, dots + (c - col_begin), cols);
@@ -319,7 +315,7 @@ inline void gemm_f32_chain(const F32KernelTable& k, const GemmProblem& p, int th
     const int nr = k.chain_cols;
     const std::int64_t in = p.in_features;
     const std::int64_t x_panels = tile_count(p.rows, mr);
-    float* packed_x = packing_buffer(static_cast<std::size_t>(x_panels * mr * in));
+    float* packed_x = thread_buffer<PackedOperands>(static_cast<std::size_t>(x_panels * mr * in));
     parallel_for(
         x_panels,
         [&](std::int64_t panel, int) {
@@ -387,7 +383,8 @@ inline void gemm_f32_with(const F32KernelTable& k, const float* x, std::int64_t 
     float* packed_w = nullptr;
     if (in_features >= kGemmPackLength) {
         const std::int64_t padded = tile_count(in_features, kDotLanes) * kDotLanes;
-        packed_w = packing_buffer(static_cast<std::size_t>(tile_count(out_features, k.tile_cols) * k.tile_cols * padded));
+        const std::int64_t panel_rows = tile_count(out_features, k.tile_cols) * k.tile_cols;
+        packed_w = thread_buffer<PackedOperands>(static_cast<std::size_t>(panel_rows * padded));
         pack_weights(k, problem, packed_w, threads);
     }
 
