@@ -31,10 +31,11 @@ BLIP_F32_AVX2 inline float reduce_lanes(__m256 low, __m256 high) {
 }
 
 struct Tiles {
-    // DotRows: dot_rows_baseline with this level's target, so that the tiles inline.
+    // Computes DotRows as dot_rows_baseline does, with this level's target so that the tiles
+    // inline.
     template <int Rows, int Cols>
-    BLIP_F32_AVX2 __attribute__((flatten)) static void rows(TileOperand x, TileOperand w, std::int64_t count, std::int64_t outputs, float* y,
-                                    std::int64_t y_stride) {
+    BLIP_F32_AVX2 __attribute__((flatten)) static void rows(TileOperand x, TileOperand w, std::int64_t count,
+                                                            std::int64_t outputs, float* y, std::int64_t y_stride) {
         std::int64_t o = 0;
         for (; o + Cols <= outputs; o += Cols)
             tile<Rows, Cols>(x, {w.data + o * w.row_stride, w.row_stride, w.block_stride}, count, y + o, y_stride);

@@ -278,8 +278,8 @@ inline void install_attention_references(F32KernelTable& table) {
     table.weighted_sum = weighted_sum_reference<Fused>;
 }
 
-// DotRows from the tiles of a level compiled for the baseline architecture: Cols outputs per
-// tile, then one at a time. The x86 levels have their own copy with their target attribute,
+// Computes DotRows with the tiles of a level compiled for the baseline architecture: Cols
+// outputs per tile, then one at a time. The x86 levels have their own copy with their target attribute,
 // which lets the compiler inline their tiles.
 template <class Tiles, int Rows, int Cols>
 void dot_rows_baseline(TileOperand x, TileOperand w, std::int64_t count, std::int64_t outputs, float* y,

@@ -38,7 +38,8 @@ inline constexpr int kTileRows = 16;
 // Bytes of one block of a panel: 8 steps of 16 weight rows x 4 bytes.
 inline constexpr std::int64_t kPanelBlockQBytes = 512;
 
-// Tile 0: the 16 x 16 sums; tile 1: 16 activation rows of one block; tile 2: one panel block.
+// Configures the calling thread's tiles. Tile 0 holds the 16 x 16 sums, tile 1 the 16
+// activation rows of one block, and tile 2 one panel block.
 BLIP_QUANT_AMX_TARGET inline void configure_tiles() {
     AmxTileConfig config;
     config.rows[0] = 16;
@@ -52,11 +53,11 @@ BLIP_QUANT_AMX_TARGET inline void configure_tiles() {
 
 BLIP_QUANT_AMX_TARGET inline void release_tiles() { _tile_release(); }
 
-// Exact dot products of 16 activation rows (signed bytes at x, x_stride bytes apart) with the
-// panel whose q bytes are at panel_q: dots[(r * blocks + b) * 16 + c] for block b of row r and
-// weight row c. Needs configure_tiles() on the calling thread. (Four blocks in
-// four sum tiles at a time measured no faster on a Xeon: the tile stores of the sums, 1 KiB
-// per block, limit it.)
+// Computes the exact dot products of 16 activation rows (signed bytes at x, x_stride bytes
+// apart) with the panel whose q bytes are at panel_q. Block b of row r times weight row c goes
+// to dots[(r * blocks + b) * 16 + c]. Needs configure_tiles() on the calling thread.
+// Four blocks in four sum tiles at a time measured no faster on a Xeon, because the tile
+// stores of the sums (1 KiB per block) limit it.
 BLIP_QUANT_AMX_TARGET inline void panel_dots(const std::int8_t* x, std::int64_t x_stride, const std::int8_t* panel_q,
                                              std::int64_t blocks, std::int32_t* dots) {
     const std::int64_t dots_stride = blocks * 16 * static_cast<std::int64_t>(sizeof(std::int32_t));

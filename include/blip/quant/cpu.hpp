@@ -212,8 +212,8 @@ inline void set_amx_allowed(bool allowed) { detail::amx_allowed_flag() = allowed
 inline bool amx_allowed() { return detail::amx_allowed_flag(); }
 
 // Whether this process may use AMX tile data: the CPU has AMX tiles, the OS saves their state,
-// and on Linux the kernel granted this process the tile data state (asked once, on the first
-// call). Other systems are not asked and get false.
+// and on Linux the kernel granted this process the tile data state (requested once, on the
+// first call). Returns false on other systems.
 inline bool amx_tile_state_granted() {
 #if BLIP_QUANT_X86 && defined(__linux__)
     static const bool granted = [] {

@@ -465,8 +465,8 @@ BLIP_QUANT_TARGET inline void dot_f32(const float* w, const float* const* x, int
     dot_float<LoadF32>(w, x, rows, count, out);
 }
 
-// dot_float for `outputs` weight rows `w_stride` elements apart, out[r * out_stride + i] for
-// weight row i, in one call so that dot_float inlines into the loop over the rows.
+// Computes dot_float for `outputs` weight rows `w_stride` elements apart, writing weight row i
+// to out[r * out_stride + i]. One call covers all rows, so that dot_float inlines into the loop.
 template <class Load>
 BLIP_QUANT_TARGET __attribute__((flatten)) inline void dot_float_outputs(const typename Load::Element* w,
                                                                          std::int64_t w_stride, std::int64_t outputs,

@@ -89,8 +89,8 @@ inline ThreadBuffers& thread_buffers() {
     return buffers;
 }
 
-// The 16 activation rows of an AMX tile product, in_features bytes apart: the rows in place
-// when all 16 exist and lie so, else a copy padded with zero rows.
+// Returns the 16 activation rows of an AMX tile product, in_features bytes apart. These are
+// the rows in place when all 16 exist and are contiguous, else a copy padded with zero rows.
 inline const std::int8_t* amx_activation_tile(const Act32Row* act, int rows, std::int64_t in_features,
                                               ThreadBuffers& buffers) {
     constexpr int kRows = amx_int8::kTileRows;
@@ -325,7 +325,8 @@ inline void gemm_block32(const KernelTable& k, DType type, const std::uint8_t* w
 
 // ----- few rows: q8_0 read in place -----------------------------------------------------------
 
-// Most activation rows of one gemv_q8_0_row call; gemv_q8_0 takes more in groups of this many.
+// Maximum activation rows of one gemv_q8_0_row call. gemv_q8_0 takes more in groups of this
+// many.
 inline constexpr int kGemvMaxRows = 4;
 // Weight rows per task of gemv_q8_0. Any split gives the same results.
 inline constexpr std::int64_t kGemvTaskRows = 64;
@@ -334,7 +335,7 @@ inline constexpr std::int64_t kGemvTaskRows = 64;
 inline constexpr std::int64_t kGemvWorkPerWeight = 16;
 // Bytes ahead of the block group in use that gemv_q8_0 prefetches into the L2 cache. Measured on
 // an Intel Xeon (2 cores) over the base decoder's q8_0 weights (132 MB, 1 row): 18 GB/s
-// without, 23 GB/s 8 KiB ahead into L2; prefetching into L1 gained less.
+// without, 23 GB/s 8 KiB ahead into L2. Prefetching into L1 gained less.
 inline constexpr int kGemvPrefetchBytes = 8192;
 
 // Sums the 8 int32 lanes of each of 8 vectors: lane j of the result is the sum of v[j]. The
@@ -350,11 +351,11 @@ BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
     return _mm256_add_epi32(low, high);
 }
 
-// One weight row (q8_0 blocks) with `rows` activation rows: out[r] as accumulate_block32 and
-// reduce_lanes compute it. vpdpbusd multiplies unsigned by signed bytes, so each block takes
-// |w| as the unsigned operand and x with the sign of w as the signed one: |w| * (sign(w) x) is
-// w x, exact for every int8 w (|-128| is 128 unsigned) and every x in [-127, 127], which is
-// all that activation quantization writes.
+// Computes one weight row (q8_0 blocks) times `Rows` activation rows: out[r] as
+// accumulate_block32 and reduce_lanes compute it. vpdpbusd multiplies unsigned by signed
+// bytes, so each block takes |w| as the unsigned operand and x with the sign of w as the
+// signed one. |w| * (sign(w) x) equals w x exactly for every int8 w (|-128| is 128 unsigned)
+// and every x in [-127, 127], the range activation quantization writes.
 template <int Rows>
 BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_t blocks,
                                                  const Act32Row* act, float* out) {
@@ -406,8 +407,8 @@ BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_
     }
 }
 
-// Weight rows [begin, end) of gemv_q8_0 with `Rows` activation rows, in one call so that the
-// row kernel inlines and the loads of the next weight row issue while one row finishes.
+// Computes weight rows [begin, end) of gemv_q8_0 for `Rows` activation rows. One call covers
+// them all, so that the row kernel inlines and the next row's loads overlap the current one.
 template <int Rows>
 BLIP_QUANT_VNNI_TARGET __attribute__((flatten)) inline void gemv_q8_0_rows(
     const std::uint8_t* weights, std::size_t stride, std::int64_t begin, std::int64_t end, std::int64_t blocks,
@@ -420,9 +421,9 @@ BLIP_QUANT_VNNI_TARGET __attribute__((flatten)) inline void gemv_q8_0_rows(
     }
 }
 
-// y[r * out_features + o] for r < rows, reading the q8_0 weights in place, one weight row after
-// another, so that the memory-bound product streams W once: each task passes over its weight
-// rows once per group of kGemvMaxRows activation rows, the later passes from the L2 cache.
+// Computes y[r * out_features + o] for r < rows, reading the q8_0 weights in place, one weight
+// row after another, so that the memory-bound product streams W once. Each task passes over
+// its weight rows once per group of kGemvMaxRows activation rows, the later passes from L2.
 inline void gemv_q8_0(const std::uint8_t* weights, std::size_t stride, std::int64_t out_features,
                       std::int64_t in_features, const Act32Row* act, std::int64_t rows, float* y) {
     const int threads = threads_for_work(kGemvWorkPerWeight * out_features * in_features);

@@ -42,9 +42,9 @@ struct KernelTable {
                          float* out) = nullptr;
     void (*dot_f32)(const float* w, const float* const* x, int rows, std::int64_t count, float* out) = nullptr;
 
-    // Optional dot products that read f16 or bf16 weights directly: `outputs` weight rows,
-    // `w_stride` elements apart, with `rows` (1..kMaxDotRows) activation rows; out[r * out_stride
-    // + i] receives row i's product with x[r]. A level sets them only when they give the same
+    // Optional dot products that read f16 or bf16 weights directly, for `outputs` weight rows
+    // `w_stride` elements apart and `rows` (1..kMaxDotRows) activation rows. Row i's product
+    // with x[r] goes to out[r * out_stride + i]. A level sets them only when they give the same
     // bits as decode_f16 (decode_bf16) followed by dot_f32, so gemm may use either and a row's
     // result never depends on the batch size.
     void (*dot_f16)(const std::uint16_t* w, std::int64_t w_stride, std::int64_t outputs, const float* const* x,
