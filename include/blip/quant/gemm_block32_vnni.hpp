@@ -345,10 +345,10 @@ BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
     for (int i = 0; i < 4; ++i) t[i] = _mm256_hadd_epi32(v[2 * i], v[2 * i + 1]);
     __m256i u[2];
     for (int i = 0; i < 2; ++i) u[i] = _mm256_hadd_epi32(t[2 * i], t[2 * i + 1]);
-    // 128-bit half h of u[i] contains the half-h partial sums of v[4i..4i+3].
-    const __m256i low = _mm256_permute2x128_si256(u[0], u[1], 0x20);
-    const __m256i high = _mm256_permute2x128_si256(u[0], u[1], 0x31);
-    return _mm256_add_epi32(low, high);
+    // 128-bit half h of u[i] holds the half-h partial sums of v[4i..4i+3]. A blend and one
+    // lane permute line the halves up (two permutes measured 10% slower with 3 rows).
+    const __m256i kept = _mm256_blend_epi32(u[0], u[1], 0xF0);
+    return _mm256_add_epi32(kept, _mm256_permute2x128_si256(u[0], u[1], 0x21));
 }
 
 // Computes one weight row (q8_0 blocks) times `Rows` activation rows: out[r] as
@@ -359,8 +359,10 @@ BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
 template <int Rows>
 BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_t blocks,
                                                  const Act32Row* act, float* out) {
-    __m512d sums[Rows];
-    for (int r = 0; r < Rows; ++r) sums[r] = _mm512_setzero_pd();
+    // Double lanes 0-3 and 4-7, in 256-bit registers: with no 512-bit instruction in flight,
+    // port 1 also runs vector instructions.
+    __m256d low[Rows], high[Rows];
+    for (int r = 0; r < Rows; ++r) low[r] = high[r] = _mm256_setzero_pd();
     std::int64_t b = 0;
     for (; b + 8 <= blocks; b += 8) {
         const char* group = reinterpret_cast<const char*>(w + b);
@@ -386,12 +388,16 @@ BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_
             }
             const __m256i dots = sum_lanes_8x(partial);
             const __m256 scale = _mm256_mul_ps(w_scale, _mm256_loadu_ps(act[r].d + b));
-            sums[r] = _mm512_fmadd_pd(_mm512_maskz_cvtps_pd(0xFF, scale), _mm512_maskz_cvtepi32_pd(0xFF, dots), sums[r]);
+            low[r] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(scale)),
+                                     _mm256_cvtepi32_pd(_mm256_castsi256_si128(dots)), low[r]);
+            high[r] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(scale, 1)),
+                                      _mm256_cvtepi32_pd(_mm256_extracti128_si256(dots, 1)), high[r]);
         }
     }
     for (int r = 0; r < Rows; ++r) {
         double lanes[kLanes];
-        _mm512_storeu_pd(lanes, sums[r]);
+        _mm256_storeu_pd(lanes, low[r]);
+        _mm256_storeu_pd(lanes + 4, high[r]);
         if (b < blocks) {
             // The last blocks of a row that is not a multiple of 8 blocks, as the scalar kernel.
             std::int8_t q[kActBlock32];
