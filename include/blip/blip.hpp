@@ -1,7 +1,7 @@
 // BLIP on the CPU: the one header an application includes.
 //
 // Contents, from the bottom up:
-//   core      errors, element types, mapped files, threads
+//   core      errors, element types, large buffers, mapped files, threads
 //   gguf      the model file format (read and write)
 //   model     configuration, the vision transformer, the BERT-style text transformer
 //             and the task models built from them
@@ -14,6 +14,7 @@
 // core
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
+#include "blip/core/large_buffer.hpp"
 #include "blip/core/mapped_file.hpp"
 #include "blip/core/parallel.hpp"
 

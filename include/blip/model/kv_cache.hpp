@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "blip/core/error.hpp"
+#include "blip/core/large_buffer.hpp"
 
 namespace blip {
 
@@ -120,9 +121,11 @@ public:
         : layers_(layers), sources_(sources), tokens_(tokens), width_(width) {
         if (layers < 0 || sources < 0 || tokens < 0 || width < 0)
             throw Error("CrossAttentionCache: negative size");
+        // Left uninitialized, because set_encoder_hidden_states writes a source's keys and
+        // values before anything reads them.
         const auto floats = static_cast<std::size_t>(layers * sources * tokens * width);
-        keys_.resize(floats);
-        values_.resize(floats);
+        keys_ = LargeBuffer<float>(floats);
+        values_ = LargeBuffer<float>(floats);
         key_bias_.assign(static_cast<std::size_t>(sources * tokens), 0.0f);
         ready_.assign(static_cast<std::size_t>(sources), false);
     }
@@ -163,7 +166,8 @@ private:
     std::int64_t sources_ = 0;
     std::int64_t tokens_ = 0;
     std::int64_t width_ = 0;
-    std::vector<float> keys_, values_, key_bias_;
+    LargeBuffer<float> keys_, values_;
+    std::vector<float> key_bias_;
     std::vector<bool> ready_;
 };
 
