@@ -678,3 +678,89 @@ TEST_CASE("attention rows do not depend on the other query rows") {
         CHECK(same);
     }
 }
+
+namespace {
+
+// `values` rounded to bfloat16, and the same values widened back to f32.
+struct Bf16Values {
+    std::vector<std::uint16_t> bits;
+    std::vector<float> widened;
+};
+
+Bf16Values bf16_values(const std::vector<float>& values) {
+    Bf16Values out;
+    for (const float v : values) {
+        out.bits.push_back(blip::quant::fp32_to_bf16(v));
+        out.widened.push_back(blip::quant::bf16_to_fp32(out.bits.back()));
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("bf16 attention kernels equal f32 on widened values") {
+    const std::int64_t key_stride = 83;
+    for (std::int64_t dim : {8, 12, 20, 64, 80}) {
+        for (std::int64_t keys : {1, 7, 16, 33, 577}) {
+            CAPTURE(dim);
+            CAPTURE(keys);
+            const auto query = random_values(static_cast<std::size_t>(4 * key_stride), 21, 2.0f);
+            const Bf16Values key = bf16_values(random_values(static_cast<std::size_t>(keys * key_stride), 22, 2.0f));
+            const Bf16Values value = bf16_values(random_values(static_cast<std::size_t>(keys * key_stride), 23));
+            const auto p = random_values(static_cast<std::size_t>(4 * keys), 24);
+            for (CpuLevel level : available_levels()) {
+                CAPTURE(blip::quant::cpu_level_name(level));
+                const auto& kernels = blip::kernels::detail::f32_kernels_for_level(level);
+                for (int rows = 1; rows <= 4; ++rows) {
+                    CAPTURE(rows);
+                    std::vector<float> scores(static_cast<std::size_t>(rows * keys)), expected(scores.size());
+                    kernels.scores_bf16(query.data(), key_stride, rows, key.bits.data(), key_stride, keys, dim,
+                                        scores.data(), keys);
+                    kernels.scores(query.data(), key_stride, rows, key.widened.data(), key_stride, keys, dim,
+                                   expected.data(), keys);
+                    CHECK(bit_identical(scores, expected));
+
+                    const std::int64_t out_stride = dim + 3;
+                    std::vector<float> out(static_cast<std::size_t>(rows * out_stride), -1.0f), reference = out;
+                    kernels.weighted_sum_bf16(p.data(), keys, rows, keys, value.bits.data(), key_stride, dim,
+                                              out.data(), out_stride);
+                    kernels.weighted_sum(p.data(), keys, rows, keys, value.widened.data(), key_stride, dim,
+                                         reference.data(), out_stride);
+                    CHECK(bit_identical(out, reference));
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("head-major bf16 attention equals widened f32") {
+    // Cross-attention as the text model runs it on a bfloat16 cache, with each head's keys and
+    // values stored contiguously.
+    const std::int64_t heads = 3, dim = 64, queries = 5, keys = 41, width = heads * dim;
+    const auto query = random_values(static_cast<std::size_t>(queries * width), 31, 2.0f);
+    const Bf16Values key = bf16_values(random_values(static_cast<std::size_t>(keys * width), 32, 2.0f));
+    const Bf16Values value = bf16_values(random_values(static_cast<std::size_t>(keys * width), 33));
+    std::vector<std::uint16_t> key_heads(key.bits.size()), value_heads(value.bits.size());
+    for (std::int64_t h = 0; h < heads; ++h)
+        for (std::int64_t j = 0; j < keys; ++j)
+            for (std::int64_t d = 0; d < dim; ++d) {
+                key_heads[(h * keys + j) * dim + d] = key.bits[j * width + h * dim + d];
+                value_heads[(h * keys + j) * dim + d] = value.bits[j * width + h * dim + d];
+            }
+
+    std::vector<float> expected(static_cast<std::size_t>(queries * width));
+    const blip::kernels::AttentionArgs args =
+        attention_args(query, queries, key.widened, value.widened, keys, width, heads, dim, false, expected.data());
+    blip::kernels::attention(args);
+
+    std::vector<float> out(expected.size(), -1.0f);
+    blip::kernels::AttentionArgs half = args;
+    half.key = half.value = nullptr;
+    half.key_bf16 = key_heads.data();
+    half.value_bf16 = value_heads.data();
+    half.key_stride = half.value_stride = dim;
+    half.kv_head_stride = keys * dim;
+    half.output = out.data();
+    blip::kernels::attention(half);
+    CHECK(bit_identical(out, expected));
+}

@@ -70,9 +70,9 @@ struct QuantCase {
 }  // namespace
 
 TEST_CASE("few-row q8_0 gemm equals the scalar level") {
-    // 1 to 7 rows, in two groups of rows from 5 on. Rows of 8 blocks, 3 blocks (below one
-    // group of 8) and 17 blocks (a tail).
-    for (std::int64_t rows = 1; rows <= 7; ++rows)
+    // 1 to 9 rows, in groups of up to 4 rows. Rows of 8 blocks, 3 blocks (below one group of
+    // 8) and 17 blocks (a tail).
+    for (std::int64_t rows = 1; rows <= 9; ++rows)
         for (std::int64_t in : {256, 96, 544}) {
             const QuantCase problem(DType::Q8_0, rows, 45, in);
             CAPTURE(rows);

@@ -34,9 +34,16 @@ struct AttentionArgs {
     std::int64_t query_stride = 0;
     const float* key = nullptr;
     const float* value = nullptr;
+    // Keys and values stored as bfloat16 instead, with the same strides (key and value are then
+    // null). attend() reads them, and attention() runs every task through attend().
+    const std::uint16_t* key_bf16 = nullptr;
+    const std::uint16_t* value_bf16 = nullptr;
     std::int64_t key_rows = 0;
     std::int64_t key_stride = 0;    // of key rows
     std::int64_t value_stride = 0;  // of value rows
+    // When > 0, head h's keys and values start at element h * kv_head_stride (a head-major
+    // layout) instead of at column h * head_dim of each row.
+    std::int64_t kv_head_stride = 0;
     std::int64_t heads = 0;
     std::int64_t head_dim = 0;
     ScoreScaling scaling = ScoreScaling::DivideBySqrt;
@@ -90,18 +97,45 @@ inline void pack_head_transposed(const float* source, std::int64_t rows, std::in
         for (std::int64_t d = 0; d < dim; ++d) out[d * out_stride + r] = source[r * stride + d];
 }
 
-// Keys of one head as attend_rows reads them: rows with a stride, or transposed.
+// Keys of one head as attend_rows reads them: rows with a stride, or transposed (f32 only).
+template <class T>
 struct HeadKeys {
-    const float* data;
+    const T* data;
     std::int64_t stride;  // between key rows, or between the rows of one element when transposed
     bool transposed;
 };
 
-// Attention of head `head` for query rows [begin, end), reading that head's keys and values at
-// `keys` and `values` (value row stride given). `scratch` has room for kAttentionRows rows of
-// scores.
+inline void head_scores(const F32KernelTable& kernels, const float* query, std::int64_t query_stride, int rows,
+                        const HeadKeys<float>& keys, std::int64_t count, std::int64_t dim, float* scores) {
+    if (keys.transposed)
+        kernels.transposed_scores(query, query_stride, rows, keys.data, keys.stride, count, dim, scores, count);
+    else
+        kernels.scores(query, query_stride, rows, keys.data, keys.stride, count, dim, scores, count);
+}
+
+inline void head_scores(const F32KernelTable& kernels, const float* query, std::int64_t query_stride, int rows,
+                        const HeadKeys<std::uint16_t>& keys, std::int64_t count, std::int64_t dim, float* scores) {
+    kernels.scores_bf16(query, query_stride, rows, keys.data, keys.stride, count, dim, scores, count);
+}
+
+inline void head_weighted_sum(const F32KernelTable& kernels, const float* p, int rows, std::int64_t count,
+                              const float* values, std::int64_t value_stride, std::int64_t dim, float* out,
+                              std::int64_t out_stride) {
+    kernels.weighted_sum(p, count, rows, count, values, value_stride, dim, out, out_stride);
+}
+
+inline void head_weighted_sum(const F32KernelTable& kernels, const float* p, int rows, std::int64_t count,
+                              const std::uint16_t* values, std::int64_t value_stride, std::int64_t dim, float* out,
+                              std::int64_t out_stride) {
+    kernels.weighted_sum_bf16(p, count, rows, count, values, value_stride, dim, out, out_stride);
+}
+
+// Attention of head `head` for query rows [begin, end), reading that head's keys and values
+// (f32 or bfloat16) at `keys` and `values` (value row stride given). `scratch` has room for
+// kAttentionRows rows of scores.
+template <class T>
 inline void attend_rows(const AttentionArgs& args, std::int64_t head, std::int64_t begin, std::int64_t end,
-                        const HeadKeys& keys, const float* values, std::int64_t value_stride, float* scratch) {
+                        const HeadKeys<T>& keys, const T* values, std::int64_t value_stride, float* scratch) {
     const std::int64_t dim = args.head_dim;
     const std::int64_t column = head * dim;
     const F32KernelTable& kernels = active_f32_kernels();
@@ -113,19 +147,15 @@ inline void attend_rows(const AttentionArgs& args, std::int64_t head, std::int64
         const std::int64_t keys_here = visible_keys(args, first + rows - 1);  // the last row attends to the most
         if (keys_here <= 0) continue;
         const float* query = args.query + first * args.query_stride + column;
-        if (keys.transposed)
-            kernels.transposed_scores(query, args.query_stride, rows, keys.data, keys.stride, keys_here, dim, scratch,
-                                      keys_here);
-        else
-            kernels.scores(query, args.query_stride, rows, keys.data, keys.stride, keys_here, dim, scratch, keys_here);
+        head_scores(kernels, query, args.query_stride, rows, keys, keys_here, dim, scratch);
         for (int i = 0; i < rows; ++i) {
             float* row = scratch + i * keys_here;
             const std::int64_t visible = visible_keys(args, first + i);
             kernels.softmax(row, visible, scale, divide, args.key_bias);
             std::fill(row + visible, row + keys_here, 0.0f);
         }
-        kernels.weighted_sum(scratch, keys_here, rows, keys_here, values, value_stride, dim,
-                             args.output + first * args.output_stride + column, args.output_stride);
+        head_weighted_sum(kernels, scratch, rows, keys_here, values, value_stride, dim,
+                          args.output + first * args.output_stride + column, args.output_stride);
     }
 }
 
@@ -202,9 +232,14 @@ inline void attend_rows_chain(const F32KernelTable& kernels, const AttentionArgs
 // weights, which can only turn a -0 output into +0.
 inline void attend(const AttentionArgs& args, std::int64_t head, std::int64_t begin, std::int64_t end,
                    float* scratch) {
-    const std::int64_t column = head * args.head_dim;
-    detail::attend_rows(args, head, begin, end, {args.key + column, args.key_stride, false}, args.value + column,
-                        args.value_stride, scratch);
+    const std::int64_t start = args.kv_head_stride > 0 ? head * args.kv_head_stride : head * args.head_dim;
+    if (args.key_bf16 != nullptr) {
+        detail::attend_rows<std::uint16_t>(args, head, begin, end, {args.key_bf16 + start, args.key_stride, false},
+                                           args.value_bf16 + start, args.value_stride, scratch);
+        return;
+    }
+    detail::attend_rows<float>(args, head, begin, end, {args.key + start, args.key_stride, false}, args.value + start,
+                               args.value_stride, scratch);
 }
 
 // Number of threads worth using for `args`: two products of head_dim multiply-adds per
@@ -235,7 +270,8 @@ inline void attention(const AttentionArgs& args, float* scratch, std::int64_t sc
             const std::int64_t end = std::min(args.query_rows, begin + chunk_rows);
             float* own = scratch + worker * per_worker;
             const std::int64_t keys = visible_keys(args, end - 1);
-            if (end - begin < detail::kAttentionPackRows || keys <= 0) {
+            if (end - begin < detail::kAttentionPackRows || keys <= 0 || args.key_bf16 != nullptr ||
+                args.kv_head_stride > 0) {
                 attend(args, head, begin, end, own);
                 return;
             }
@@ -251,7 +287,7 @@ inline void attention(const AttentionArgs& args, float* scratch, std::int64_t sc
             detail::pack_head_transposed(args.key + head * dim, keys, args.key_stride, dim, packed, keys_padded);
             float* values = packed + keys_padded * dim;
             detail::pack_head(args.value + head * dim, keys, args.value_stride, dim, values);
-            detail::attend_rows(args, head, begin, end, {packed, keys_padded, true}, values, dim, own);
+            detail::attend_rows<float>(args, head, begin, end, {packed, keys_padded, true}, values, dim, own);
         },
         static_cast<int>(std::min<std::int64_t>(fitting, attention_threads(args))));
 }

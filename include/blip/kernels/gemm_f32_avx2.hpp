@@ -228,26 +228,46 @@ BLIP_F32_AVX2 inline __m256 reduce_lanes_8x(const __m256 (&s1)[8]) {
     return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// 8 keys or values as stored in f32, or widened exactly from bfloat16: all 8, or the first
+// `count` of them (`mask` selects the same lanes), with zeros after them.
+BLIP_F32_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+BLIP_F32_AVX2 inline __m256 widen8(__m128i halves) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
+BLIP_F32_AVX2 inline __m256 load8(const std::uint16_t* p) {
+    return widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+BLIP_F32_AVX2 inline __m256 load_lanes(const float* p, __m256i mask, std::int64_t) { return _mm256_maskload_ps(p, mask); }
+BLIP_F32_AVX2 inline __m256 load_lanes(const std::uint16_t* p, __m256i, std::int64_t count) {
+    if (count >= 8) return load8(p);
+    std::uint16_t part[8] = {};
+    for (std::int64_t i = 0; i < count; ++i) part[i] = p[i];
+    return load8(part);
+}
+
 // s1 of the dot product of `query` with `key` (dim elements): lanes 0..7 plus lanes 8..15.
-BLIP_F32_AVX2 inline __m256 score_halves(const float* query, const float* key, std::int64_t dim) {
+template <class K>
+BLIP_F32_AVX2 inline __m256 score_halves(const float* query, const K* key, std::int64_t dim) {
     __m256 low = _mm256_setzero_ps();
     __m256 high = _mm256_setzero_ps();
     std::int64_t d = 0;
     for (; d + 16 <= dim; d += 16) {
-        low = _mm256_fmadd_ps(_mm256_loadu_ps(query + d), _mm256_loadu_ps(key + d), low);
-        high = _mm256_fmadd_ps(_mm256_loadu_ps(query + d + 8), _mm256_loadu_ps(key + d + 8), high);
+        low = _mm256_fmadd_ps(_mm256_loadu_ps(query + d), load8(key + d), low);
+        high = _mm256_fmadd_ps(_mm256_loadu_ps(query + d + 8), load8(key + d + 8), high);
     }
     if (d < dim) {
         const __m256i mask_low = first_lanes(dim - d);
         const __m256i mask_high = first_lanes(dim - d - 8);
-        low = _mm256_fmadd_ps(_mm256_maskload_ps(query + d, mask_low), _mm256_maskload_ps(key + d, mask_low), low);
-        high = _mm256_fmadd_ps(_mm256_maskload_ps(query + d + 8, mask_high), _mm256_maskload_ps(key + d + 8, mask_high),
+        low = _mm256_fmadd_ps(_mm256_maskload_ps(query + d, mask_low), load_lanes(key + d, mask_low, dim - d), low);
+        high = _mm256_fmadd_ps(_mm256_maskload_ps(query + d + 8, mask_high), load_lanes(key + d + 8, mask_high, dim - d - 8),
                                high);
     }
     return _mm256_add_ps(low, high);
 }
 
-BLIP_F32_AVX2 inline void scores(const float* query, std::int64_t query_stride, int rows, const float* keys,
+// Keys of type K: float, or bfloat16 widened as it is loaded.
+template <class K>
+BLIP_F32_AVX2 inline void scores(const float* query, std::int64_t query_stride, int rows, const K* keys,
                                  std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* out,
                                  std::int64_t out_stride) {
     for (int i = 0; i < rows; ++i)
@@ -347,9 +367,9 @@ BLIP_F32_AVX2 inline void softmax(float* scores, std::int64_t count, float scale
     }
 }
 
-template <int Rows, int Blocks>
+template <int Rows, int Blocks, class V>
 BLIP_F32_AVX2 inline void weighted_sum_block(const float* p, std::int64_t p_stride, std::int64_t count,
-                                             const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                             const V* v, std::int64_t v_stride, std::int64_t dim, float* out,
                                              std::int64_t out_stride) {
     __m256i masks[Blocks];
     for (int b = 0; b < Blocks; ++b) masks[b] = first_lanes(dim - 8 * b);
@@ -365,7 +385,7 @@ BLIP_F32_AVX2 inline void weighted_sum_block(const float* p, std::int64_t p_stri
     }
     for (std::int64_t j = 0; j < count; ++j) {
         __m256 values[Blocks];
-        for (int b = 0; b < Blocks; ++b) values[b] = _mm256_maskload_ps(v + j * v_stride + 8 * b, masks[b]);
+        for (int b = 0; b < Blocks; ++b) values[b] = load_lanes(v + j * v_stride + 8 * b, masks[b], dim - 8 * b);
         for (int i = 0; i < Rows; ++i) {
             const __m256 weight = _mm256_set1_ps(p[i * p_stride + j]);
             for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm256_fmadd_ps(weight, values[b], acc[i][b]);
@@ -375,8 +395,8 @@ BLIP_F32_AVX2 inline void weighted_sum_block(const float* p, std::int64_t p_stri
         for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + 8 * b, masks[b], acc[i][b]);
 }
 
-template <int Rows>
-BLIP_F32_AVX2 inline void weighted_sum_rows(const float* p, std::int64_t p_stride, std::int64_t count, const float* v,
+template <int Rows, class V>
+BLIP_F32_AVX2 inline void weighted_sum_rows(const float* p, std::int64_t p_stride, std::int64_t count, const V* v,
                                             std::int64_t v_stride, std::int64_t dim, float* out,
                                             std::int64_t out_stride) {
     // Up to 32 columns (4 registers per row) at a time.
@@ -392,8 +412,10 @@ BLIP_F32_AVX2 inline void weighted_sum_rows(const float* p, std::int64_t p_strid
     }
 }
 
+// Values of type V: float, or bfloat16 widened as it is loaded.
+template <class V>
 BLIP_F32_AVX2 inline void weighted_sum(const float* p, std::int64_t p_stride, int rows, std::int64_t count,
-                                       const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                       const V* v, std::int64_t v_stride, std::int64_t dim, float* out,
                                        std::int64_t out_stride) {
     for (int i = 0; i < rows; i += 2) {
         if (rows - i >= 2)
@@ -409,10 +431,12 @@ inline void install(F32KernelTable& table) {
     table.chain_pack = chain_pack;
     table.fused = true;
     table.epilogue = epilogue;
-    table.scores = scores;
+    table.scores = scores<float>;
+    table.scores_bf16 = scores<std::uint16_t>;
     table.transposed_scores = transposed_scores;
     table.softmax = softmax;
-    table.weighted_sum = weighted_sum;
+    table.weighted_sum = weighted_sum<float>;
+    table.weighted_sum_bf16 = weighted_sum<std::uint16_t>;
 }
 
 }  // namespace blip::kernels::detail::avx2

@@ -266,9 +266,16 @@ BLIP_F32_AVX512 __attribute__((always_inline)) inline __m512 reduce_lanes_16x(Ac
     return _mm512_maskz_permutexvar_ps(kAll, order, r);
 }
 
+// 16 keys or values (the lanes of `mask`) as stored in f32, or widened exactly from bfloat16.
+BLIP_F32_AVX512 inline __m512 load_lanes(__mmask16 mask, const float* p) { return _mm512_maskz_loadu_ps(mask, p); }
+BLIP_F32_AVX512 inline __m512 load_lanes(__mmask16 mask, const std::uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+
 // Scores of one query row with 16 keys: one accumulator per key, reduced together. Lane t of
 // the result is key t.
-BLIP_F32_AVX512 inline __m512 scores_1x16(const float* query, const float* keys, std::int64_t key_stride,
+template <class K>
+BLIP_F32_AVX512 inline __m512 scores_1x16(const float* query, const K* keys, std::int64_t key_stride,
                                           std::int64_t dim) {
     Accumulators16 acc;
     for (int t = 0; t < 16; ++t) acc.v[t] = _mm512_setzero_ps();
@@ -277,24 +284,26 @@ BLIP_F32_AVX512 inline __m512 scores_1x16(const float* query, const float* keys,
         const __mmask16 mask = first_lanes(dim - d);
         const __m512 q = _mm512_maskz_loadu_ps(mask, query + d);
         for (int t = 0; t < 16; ++t)
-            acc.v[t] = _mm512_fmadd_ps(q, _mm512_maskz_loadu_ps(mask, keys + t * key_stride + d), acc.v[t]);
+            acc.v[t] = _mm512_fmadd_ps(q, load_lanes(mask, keys + t * key_stride + d), acc.v[t]);
         d += 16;
     } while (d < dim);
     return reduce_lanes_16x(acc);
 }
 
 // Score of one query row with one key, reduced alone (the same additions as above).
-BLIP_F32_AVX512 inline float score_1x1(const float* query, const float* key, std::int64_t dim) {
+template <class K>
+BLIP_F32_AVX512 inline float score_1x1(const float* query, const K* key, std::int64_t dim) {
     __m512 acc = _mm512_setzero_ps();
     for (std::int64_t d = 0; d < dim; d += 16) {
         const __mmask16 mask = first_lanes(dim - d);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, query + d), _mm512_maskz_loadu_ps(mask, key + d), acc);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, query + d), load_lanes(mask, key + d), acc);
     }
     return reduce_lanes(acc);
 }
 
 // Scores of one query row: 16 keys per reduction, then the last keys one by one.
-BLIP_F32_AVX512 inline void scores_row(const float* query, const float* keys, std::int64_t key_stride,
+template <class K>
+BLIP_F32_AVX512 inline void scores_row(const float* query, const K* keys, std::int64_t key_stride,
                                        std::int64_t count, std::int64_t dim, float* out) {
     std::int64_t j = 0;
     for (; j + 16 <= count; j += 16) _mm512_storeu_ps(out + j, scores_1x16(query, keys + j * key_stride, key_stride, dim));
@@ -303,8 +312,8 @@ BLIP_F32_AVX512 inline void scores_row(const float* query, const float* keys, st
 
 // Scores of 4 query rows with `Keys` (1..4) keys at `keys`: 16 accumulators, reduced together.
 // Lane 4 * i + t of the result is row i, key t.
-template <int Keys>
-BLIP_F32_AVX512 inline __m512 scores_4x4(const float* const* q, const float* keys, std::int64_t key_stride,
+template <int Keys, class K>
+BLIP_F32_AVX512 inline __m512 scores_4x4(const float* const* q, const K* keys, std::int64_t key_stride,
                                          std::int64_t dim) {
     Accumulators16 acc;
     for (int t = 0; t < 16; ++t) acc.v[t] = _mm512_setzero_ps();
@@ -312,7 +321,7 @@ BLIP_F32_AVX512 inline __m512 scores_4x4(const float* const* q, const float* key
     do {  // runs at least once (see Accumulators16); with dim 0 its masked loads read nothing
         const __mmask16 mask = first_lanes(dim - d);
         __m512 k[Keys];
-        for (int t = 0; t < Keys; ++t) k[t] = _mm512_maskz_loadu_ps(mask, keys + t * key_stride + d);
+        for (int t = 0; t < Keys; ++t) k[t] = load_lanes(mask, keys + t * key_stride + d);
         for (int i = 0; i < 4; ++i) {
             const __m512 qv = _mm512_maskz_loadu_ps(mask, q[i] + d);
             for (int t = 0; t < Keys; ++t) acc.v[4 * i + t] = _mm512_fmadd_ps(qv, k[t], acc.v[4 * i + t]);
@@ -324,7 +333,8 @@ BLIP_F32_AVX512 inline __m512 scores_4x4(const float* const* q, const float* key
 
 // Scores of up to 4 query rows (rows past `rows` repeat the last one), 4 keys per reduction,
 // so that each key is loaded once for the 4 rows.
-BLIP_F32_AVX512 inline void scores_4rows(const float* query, std::int64_t query_stride, int rows, const float* keys,
+template <class K>
+BLIP_F32_AVX512 inline void scores_4rows(const float* query, std::int64_t query_stride, int rows, const K* keys,
                                          std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* out,
                                          std::int64_t out_stride) {
     const float* q[4];
@@ -353,7 +363,9 @@ BLIP_F32_AVX512 inline void scores_4rows(const float* query, std::int64_t query_
     }
 }
 
-BLIP_F32_AVX512 inline void scores(const float* query, std::int64_t query_stride, int rows, const float* keys,
+// Keys of type K: float, or bfloat16 widened as it is loaded.
+template <class K>
+BLIP_F32_AVX512 inline void scores(const float* query, std::int64_t query_stride, int rows, const K* keys,
                                    std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* out,
                                    std::int64_t out_stride) {
     if (rows == 1)
@@ -460,9 +472,9 @@ BLIP_F32_AVX512 inline void softmax(float* scores, std::int64_t count, float sca
     }
 }
 
-template <int Rows, int Blocks>
+template <int Rows, int Blocks, class V>
 BLIP_F32_AVX512 inline void weighted_sum_block(const float* p, std::int64_t p_stride, std::int64_t count,
-                                               const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                               const V* v, std::int64_t v_stride, std::int64_t dim, float* out,
                                                std::int64_t out_stride) {
     __mmask16 masks[Blocks];
     for (int b = 0; b < Blocks; ++b) masks[b] = first_lanes(dim - 16 * b);
@@ -478,7 +490,7 @@ BLIP_F32_AVX512 inline void weighted_sum_block(const float* p, std::int64_t p_st
     }
     for (std::int64_t j = 0; j < count; ++j) {
         __m512 values[Blocks];
-        for (int b = 0; b < Blocks; ++b) values[b] = _mm512_maskz_loadu_ps(masks[b], v + j * v_stride + 16 * b);
+        for (int b = 0; b < Blocks; ++b) values[b] = load_lanes(masks[b], v + j * v_stride + 16 * b);
         for (int i = 0; i < Rows; ++i) {
             const __m512 weight = _mm512_set1_ps(p[i * p_stride + j]);
             for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm512_fmadd_ps(weight, values[b], acc[i][b]);
@@ -488,8 +500,8 @@ BLIP_F32_AVX512 inline void weighted_sum_block(const float* p, std::int64_t p_st
         for (int b = 0; b < Blocks; ++b) _mm512_mask_storeu_ps(out + i * out_stride + 16 * b, masks[b], acc[i][b]);
 }
 
-template <int Rows>
-BLIP_F32_AVX512 inline void weighted_sum_rows(const float* p, std::int64_t p_stride, std::int64_t count, const float* v,
+template <int Rows, class V>
+BLIP_F32_AVX512 inline void weighted_sum_rows(const float* p, std::int64_t p_stride, std::int64_t count, const V* v,
                                               std::int64_t v_stride, std::int64_t dim, float* out,
                                               std::int64_t out_stride) {
     // Up to 64 columns (4 registers per row) at a time.
@@ -505,8 +517,10 @@ BLIP_F32_AVX512 inline void weighted_sum_rows(const float* p, std::int64_t p_str
     }
 }
 
+// Values of type V: float, or bfloat16 widened as it is loaded.
+template <class V>
 BLIP_F32_AVX512 inline void weighted_sum(const float* p, std::int64_t p_stride, int rows, std::int64_t count,
-                                         const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                         const V* v, std::int64_t v_stride, std::int64_t dim, float* out,
                                          std::int64_t out_stride) {
     switch (rows) {
         case 1: weighted_sum_rows<1>(p, p_stride, count, v, v_stride, dim, out, out_stride); break;
@@ -522,10 +536,12 @@ inline void install(F32KernelTable& table) {
     table.chain_pack = chain_pack;
     table.fused = true;
     table.epilogue = epilogue;
-    table.scores = scores;
+    table.scores = scores<float>;
+    table.scores_bf16 = scores<std::uint16_t>;
     table.transposed_scores = transposed_scores;
     table.softmax = softmax;
-    table.weighted_sum = weighted_sum;
+    table.weighted_sum = weighted_sum<float>;
+    table.weighted_sum_bf16 = weighted_sum<std::uint16_t>;
 }
 
 }  // namespace blip::kernels::detail::avx512

@@ -11,6 +11,7 @@
 
 #include "blip/kernels/simd_math.hpp"
 #include "blip/quant/cpu.hpp"
+#include "blip/quant/float16.hpp"
 
 #if BLIP_QUANT_HAS_XSIMD
 #include <xsimd/xsimd.hpp>
@@ -124,6 +125,16 @@ using WeightedSumKernel = void (*)(const float* p, std::int64_t p_stride, int ro
                                    const float* v, std::int64_t v_stride, std::int64_t dim, float* out,
                                    std::int64_t out_stride);
 
+// ScoresKernel and WeightedSumKernel for keys and values stored as bfloat16 (the
+// cross-attention caches of reduced-precision models). Each gives the bits of the f32 kernel
+// on the widened values, which f32 represents exactly.
+using ScoresBf16Kernel = void (*)(const float* query, std::int64_t query_stride, int rows, const std::uint16_t* keys,
+                                  std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* scores,
+                                  std::int64_t scores_stride);
+using WeightedSumBf16Kernel = void (*)(const float* p, std::int64_t p_stride, int rows, std::int64_t count,
+                                       const std::uint16_t* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                       std::int64_t out_stride);
+
 // The f32 kernels of one CPU level: matrix-product tiles, the linear epilogue and the pieces
 // of attention.
 struct F32KernelTable {
@@ -143,6 +154,8 @@ struct F32KernelTable {
     TransposedScoresKernel transposed_scores = nullptr;
     SoftmaxKernel softmax = nullptr;
     WeightedSumKernel weighted_sum = nullptr;
+    ScoresBf16Kernel scores_bf16 = nullptr;
+    WeightedSumBf16Kernel weighted_sum_bf16 = nullptr;
 };
 
 template <class Tiles, int Rows, int Cols>
@@ -270,8 +283,45 @@ inline void weighted_sum_reference(const float* p, std::int64_t p_stride, int ro
         }
 }
 
+// Widened keys per accumulate_lanes call of scores_bf16_reference: a multiple of kDotLanes,
+// so that element d still goes to lane d % kDotLanes.
+inline constexpr std::int64_t kWidenChunk = 256;
+static_assert(kWidenChunk % kDotLanes == 0, "chunks must start on a lane boundary");
+
+template <bool Fused>
+inline void scores_bf16_reference(const float* query, std::int64_t query_stride, int rows, const std::uint16_t* keys,
+                                  std::int64_t key_stride, std::int64_t count, std::int64_t dim, float* scores,
+                                  std::int64_t scores_stride) {
+    float widened[kWidenChunk];
+    for (int i = 0; i < rows; ++i)
+        for (std::int64_t j = 0; j < count; ++j) {
+            float lanes[kDotLanes] = {};
+            for (std::int64_t d = 0; d < dim; d += kWidenChunk) {
+                const std::int64_t n = std::min(kWidenChunk, dim - d);
+                for (std::int64_t k = 0; k < n; ++k) widened[k] = quant::bf16_to_fp32(keys[j * key_stride + d + k]);
+                accumulate_lanes<Fused>(query + i * query_stride + d, widened, n, lanes);
+            }
+            scores[i * scores_stride + j] = reduce_lanes16(lanes);
+        }
+}
+
+template <bool Fused>
+inline void weighted_sum_bf16_reference(const float* p, std::int64_t p_stride, int rows, std::int64_t count,
+                                        const std::uint16_t* v, std::int64_t v_stride, std::int64_t dim, float* out,
+                                        std::int64_t out_stride) {
+    for (int i = 0; i < rows; ++i)
+        for (std::int64_t d = 0; d < dim; ++d) {
+            float sum = 0.0f;
+            for (std::int64_t j = 0; j < count; ++j)
+                sum = multiply_add<Fused>(p[i * p_stride + j], quant::bf16_to_fp32(v[j * v_stride + d]), sum);
+            out[i * out_stride + d] = sum;
+        }
+}
+
 template <bool Fused>
 inline void install_attention_references(F32KernelTable& table) {
+    table.scores_bf16 = scores_bf16_reference<Fused>;
+    table.weighted_sum_bf16 = weighted_sum_bf16_reference<Fused>;
     table.scores = scores_reference<Fused>;
     table.transposed_scores = transposed_scores_reference<Fused>;
     table.softmax = softmax_row_reference<Fused>;

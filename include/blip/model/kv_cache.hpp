@@ -113,19 +113,26 @@ private:
 
 // Cross-attention keys and values of every layer for `sources` encoder sequences (images,
 // or questions for the VQA answer decoder) of up to `tokens` tokens each, with an additive
-// mask per token for sources shorter than `tokens`.
+// mask per token for sources shorter than `tokens`. They are stored as f32, or as bfloat16
+// (half the memory, and half the bytes each decoding step reads).
 class CrossAttentionCache {
 public:
     CrossAttentionCache() = default;
-    CrossAttentionCache(std::int64_t layers, std::int64_t sources, std::int64_t tokens, std::int64_t width)
-        : layers_(layers), sources_(sources), tokens_(tokens), width_(width) {
+    CrossAttentionCache(std::int64_t layers, std::int64_t sources, std::int64_t tokens, std::int64_t width,
+                        bool bf16 = false)
+        : layers_(layers), sources_(sources), tokens_(tokens), width_(width), bf16_(bf16) {
         if (layers < 0 || sources < 0 || tokens < 0 || width < 0)
             throw Error("CrossAttentionCache: negative size");
         // Left uninitialized, because set_encoder_hidden_states writes a source's keys and
         // values before anything reads them.
-        const auto floats = static_cast<std::size_t>(layers * sources * tokens * width);
-        keys_ = LargeBuffer<float>(floats);
-        values_ = LargeBuffer<float>(floats);
+        const auto count = static_cast<std::size_t>(layers * sources * tokens * width);
+        if (bf16) {
+            keys_bf16_ = LargeBuffer<std::uint16_t>(count);
+            values_bf16_ = LargeBuffer<std::uint16_t>(count);
+        } else {
+            keys_ = LargeBuffer<float>(count);
+            values_ = LargeBuffer<float>(count);
+        }
         key_bias_.assign(static_cast<std::size_t>(sources * tokens), 0.0f);
         ready_.assign(static_cast<std::size_t>(sources), false);
     }
@@ -135,13 +142,24 @@ public:
     std::int64_t sources() const { return sources_; }
     std::int64_t tokens() const { return tokens_; }
     std::int64_t width() const { return width_; }
+    bool bf16() const { return bf16_; }
 
-    // Keys and values of `source` in `layer`: [tokens, width].
-    float* keys(std::int64_t layer, std::int64_t source) { return keys_.data() + offset(layer, source); }
-    const float* keys(std::int64_t layer, std::int64_t source) const { return keys_.data() + offset(layer, source); }
-    float* values(std::int64_t layer, std::int64_t source) { return values_.data() + offset(layer, source); }
-    const float* values(std::int64_t layer, std::int64_t source) const {
-        return values_.data() + offset(layer, source);
+    // Keys and values of `source` in `layer`, head-major: [heads, tokens, head_dim] with
+    // heads * head_dim = width. These are f32 (null when stored as bfloat16).
+    float* keys(std::int64_t layer, std::int64_t source) { return f32_at(keys_, layer, source); }
+    const float* keys(std::int64_t layer, std::int64_t source) const { return f32_at(keys_, layer, source); }
+    float* values(std::int64_t layer, std::int64_t source) { return f32_at(values_, layer, source); }
+    const float* values(std::int64_t layer, std::int64_t source) const { return f32_at(values_, layer, source); }
+    // The same as bfloat16 (null when stored as f32).
+    std::uint16_t* keys_bf16(std::int64_t layer, std::int64_t source) { return bf16_at(keys_bf16_, layer, source); }
+    const std::uint16_t* keys_bf16(std::int64_t layer, std::int64_t source) const {
+        return bf16_at(keys_bf16_, layer, source);
+    }
+    std::uint16_t* values_bf16(std::int64_t layer, std::int64_t source) {
+        return bf16_at(values_bf16_, layer, source);
+    }
+    const std::uint16_t* values_bf16(std::int64_t layer, std::int64_t source) const {
+        return bf16_at(values_bf16_, layer, source);
     }
     float* key_bias(std::int64_t source) { return key_bias_.data() + check_source(source) * tokens_; }
     const float* key_bias(std::int64_t source) const { return key_bias_.data() + check_source(source) * tokens_; }
@@ -161,12 +179,22 @@ private:
         return static_cast<std::size_t>(
             (layer * sources_ + static_cast<std::int64_t>(check_source(source))) * tokens_ * width_);
     }
+    template <class Buffer>
+    auto f32_at(Buffer& buffer, std::int64_t layer, std::int64_t source) const -> decltype(buffer.data()) {
+        return bf16_ ? nullptr : buffer.data() + offset(layer, source);
+    }
+    template <class Buffer>
+    auto bf16_at(Buffer& buffer, std::int64_t layer, std::int64_t source) const -> decltype(buffer.data()) {
+        return bf16_ ? buffer.data() + offset(layer, source) : nullptr;
+    }
 
     std::int64_t layers_ = 0;
     std::int64_t sources_ = 0;
     std::int64_t tokens_ = 0;
     std::int64_t width_ = 0;
+    bool bf16_ = false;
     LargeBuffer<float> keys_, values_;
+    LargeBuffer<std::uint16_t> keys_bf16_, values_bf16_;
     std::vector<float> key_bias_;
     std::vector<bool> ready_;
 };

@@ -2,13 +2,16 @@
 // nn.Embedding over tensors of a GGUF file, which they read in place (no copy).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
+#include "blip/core/parallel.hpp"
 #include "blip/gguf/reader.hpp"
 #include "blip/kernels/layer_norm.hpp"
 #include "blip/kernels/linear.hpp"
@@ -32,6 +35,38 @@ inline const float* f32_tensor(const gguf::File& file, const std::string& name,
 // y[i] += x[i] for `count` values.
 inline void add_inplace(float* y, const float* x, std::int64_t count) {
     for (std::int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
+// Writes `rows` rows of `heads` * `head_dim` floats head-major: element d of head h in row r
+// goes to out[(h * capacity + r) * head_dim + d]. T = float copies the values, and
+// T = std::uint16_t rounds them to bfloat16 as quant::fp32_to_bf16 does, but without branches,
+// so that the compiler vectorizes it. Rows `rows` to `capacity` of each head are zero.
+template <class T>
+inline void split_heads(const float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
+                        std::int64_t capacity, T* out) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, std::uint16_t>, "f32 or bfloat16 bits");
+    parallel_for(
+        heads,
+        [&](std::int64_t head, int) {
+            T* to = out + head * capacity * head_dim;
+            for (std::int64_t r = 0; r < rows; ++r) {
+                const float* from = x + (r * heads + head) * head_dim;
+                if constexpr (std::is_same_v<T, float>) {
+                    std::copy_n(from, head_dim, to + r * head_dim);
+                } else {
+                    for (std::int64_t d = 0; d < head_dim; ++d) {
+                        std::uint32_t bits;
+                        std::memcpy(&bits, from + d, sizeof(bits));
+                        const std::uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+                        const std::uint32_t quiet_nan = (bits >> 16) | 0x40u;
+                        to[r * head_dim + d] =
+                            static_cast<std::uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+                    }
+                }
+            }
+            std::fill(to + rows * head_dim, to + capacity * head_dim, T{0});
+        },
+        threads_for_work(rows * heads * head_dim));
 }
 
 }  // namespace detail

@@ -317,7 +317,8 @@ inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weig
             rows, [&](std::int64_t r, int) { quantize_activation_row(k, family, x, in_features, r, act); }, threads);
     }
 #if BLIP_QUANT_X86
-    if (family == WeightFamily::Block32 && k.level == CpuLevel::Avx512Vnni && rows >= kVnniMinRows) {
+    const std::int64_t packed_from = type == DType::Q8_0 ? kVnniMinRowsQ8_0 : kVnniMinRows;
+    if (family == WeightFamily::Block32 && k.level == CpuLevel::Avx512Vnni && rows >= packed_from) {
         vnni::gemm_block32(k, type, weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y,
                            threads);
         return;
