@@ -735,8 +735,9 @@ TEST_CASE("bf16 attention kernels equal f32 on widened values") {
 
 TEST_CASE("head-major bf16 attention equals widened f32") {
     // Cross-attention as the text model runs it on a bfloat16 cache, with each head's keys and
-    // values stored contiguously.
-    const std::int64_t heads = 3, dim = 64, queries = 5, keys = 41, width = heads * dim;
+    // values stored contiguously. With 20 query rows, attention() would pack f32 keys, so the
+    // expected values come from attend() on the widened keys, one head at a time.
+    const std::int64_t heads = 3, dim = 64, queries = 20, keys = 41, width = heads * dim;
     const auto query = random_values(static_cast<std::size_t>(queries * width), 31, 2.0f);
     const Bf16Values key = bf16_values(random_values(static_cast<std::size_t>(keys * width), 32, 2.0f));
     const Bf16Values value = bf16_values(random_values(static_cast<std::size_t>(keys * width), 33));
@@ -751,7 +752,8 @@ TEST_CASE("head-major bf16 attention equals widened f32") {
     std::vector<float> expected(static_cast<std::size_t>(queries * width));
     const blip::kernels::AttentionArgs args =
         attention_args(query, queries, key.widened, value.widened, keys, width, heads, dim, false, expected.data());
-    blip::kernels::attention(args);
+    std::vector<float> scratch(static_cast<std::size_t>(blip::kernels::attention_scratch_floats(keys)));
+    for (std::int64_t h = 0; h < heads; ++h) blip::kernels::attend(args, h, 0, queries, scratch.data());
 
     std::vector<float> out(expected.size(), -1.0f);
     blip::kernels::AttentionArgs half = args;
@@ -763,4 +765,10 @@ TEST_CASE("head-major bf16 attention equals widened f32") {
     half.output = out.data();
     blip::kernels::attention(half);
     CHECK(bit_identical(out, expected));
+
+    blip::kernels::AttentionArgs mixed = half;
+    mixed.value_bf16 = nullptr;
+    mixed.value = value.widened.data();
+    CHECK_THROWS_WITH_AS(blip::kernels::attention(mixed), "attention: key_bf16 and value_bf16 must be set together",
+                         blip::Error);
 }

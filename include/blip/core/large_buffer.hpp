@@ -1,13 +1,15 @@
 // Uninitialized storage for the large caches of one request: the cross-attention keys and
-// values of the images that a decoder state reads (42.5 MB per image for the base model).
+// values of the images that a decoder state reads (42.5 MB per base image in f32).
 //
 // Fresh memory costs a page fault per 4 KiB page at its first write. With a zero-filled
-// std::vector, allocating these caches took 20 ms of the bf16 base decoder's 40 ms setup on a
-// 2-core Xeon. So on Linux, blocks of at least 2 MiB are mapped with transparent huge pages
-// allowed, which take one fault per 2 MiB. Freed blocks are kept for the next request of the
-// same size, because a batch job captioning image after image requests the same caches each
-// time. The pool keeps at most kKeptBlockBytes, and release_kept_buffers() returns them to the
-// system.
+// std::vector, allocating these caches took 20 ms of the bf16 base decoder's 40 ms setup
+// (decoder_state, timed on a 2-core Intel Xeon). So on Linux, blocks of at least 2 MiB are
+// mapped with transparent huge pages allowed: where the kernel has huge pages to give, a
+// block takes one fault per 2 MiB. Freed blocks are kept for the next request of the same
+// size, because a batch job captioning image after image requests the same caches each time.
+// The pool keeps at most kKeptBlockBytes, the most recently freed first, and
+// release_kept_buffers() returns them to the system. Other platforms (WebAssembly among them,
+// whose memory never shrinks) allocate every buffer with operator new.
 #pragma once
 
 #include <algorithm>
@@ -28,12 +30,14 @@ namespace blip {
 
 namespace detail {
 
-// Blocks from this size up come from the block pool, rounded up to a multiple of it.
+// Blocks from this size up come from the block pool (on Linux), rounded up to a multiple of it.
 inline constexpr std::size_t kLargeBlockBytes = std::size_t{2} << 20;
 // Maximum bytes of freed blocks kept for reuse.
 inline constexpr std::size_t kKeptBlockBytes = std::size_t{512} << 20;
 // Alignment of every buffer: a cache line.
 inline constexpr std::size_t kBufferAlignment = 64;
+
+#ifdef BLIP_HAVE_HUGE_PAGES
 
 // Freed large blocks, kept for reuse.
 class BlockPool {
@@ -45,12 +49,13 @@ public:
         return *pool;
     }
 
-    // A block of `bytes` (a multiple of kLargeBlockBytes): a kept one of that size, else a new
-    // one. Throws std::bad_alloc when the system has no memory left.
+    // Returns a block of `bytes` (a multiple of kLargeBlockBytes): a kept one of that size, else
+    // a new one. Throws std::bad_alloc when the system has no memory left, even after the kept
+    // blocks are returned to it.
     void* take(std::size_t bytes) {
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            for (std::size_t i = 0; i < kept_.size(); ++i)
+            for (std::size_t i = kept_.size(); i-- > 0;)
                 if (kept_[i].second == bytes) {
                     void* block = kept_[i].first;
                     kept_bytes_ -= bytes;
@@ -58,39 +63,55 @@ public:
                     return block;
                 }
         }
-        return map(bytes);
+        if (void* block = map(bytes)) return block;
+        release_all();
+        if (void* block = map(bytes)) return block;
+        throw std::bad_alloc();
     }
 
-    // Keeps `block` for reuse, or returns it to the system when the pool is full.
-    void give(void* block, std::size_t bytes) {
-        {
+    // Keeps `block` for reuse, returning the oldest kept blocks to the system when they and it
+    // exceed kKeptBlockBytes. Blocks larger than that go back at once.
+    void give(void* block, std::size_t bytes) noexcept {
+        std::vector<std::pair<void*, std::size_t>> evicted;
+        bool pooled = false;
+        if (bytes <= kKeptBlockBytes) {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (kept_bytes_ + bytes <= kKeptBlockBytes) {
+            try {
+                kept_.reserve(kept_.size() + 1);
+                evicted.reserve(kept_.size());
+                while (kept_bytes_ + bytes > kKeptBlockBytes) {
+                    evicted.push_back(kept_.front());
+                    kept_bytes_ -= kept_.front().second;
+                    kept_.erase(kept_.begin());
+                }
                 kept_.emplace_back(block, bytes);
                 kept_bytes_ += bytes;
-                return;
+                pooled = true;
+            } catch (const std::bad_alloc&) {
+                // No memory for the bookkeeping: return the block instead of keeping it.
             }
         }
-        unmap(block, bytes);
+        for (const auto& [old, size] : evicted) ::munmap(old, size);
+        if (!pooled) ::munmap(block, bytes);
     }
 
-    void release_all() {
+    void release_all() noexcept {
         std::vector<std::pair<void*, std::size_t>> blocks;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             blocks.swap(kept_);
             kept_bytes_ = 0;
         }
-        for (const auto& [block, bytes] : blocks) unmap(block, bytes);
+        for (const auto& [block, bytes] : blocks) ::munmap(block, bytes);
     }
 
 private:
+    // Maps `bytes` starting on a huge-page boundary, or returns null when the system refuses.
     static void* map(std::size_t bytes) {
-#ifdef BLIP_HAVE_HUGE_PAGES
         // Map one huge page more than needed, so that the block can start on a huge page.
         void* address = ::mmap(nullptr, bytes + kLargeBlockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                                -1, 0);
-        if (address == MAP_FAILED) throw std::bad_alloc();
+        if (address == MAP_FAILED) return nullptr;
         const auto start = reinterpret_cast<std::uintptr_t>(address);
         const std::uintptr_t aligned = (start + kLargeBlockBytes - 1) / kLargeBlockBytes * kLargeBlockBytes;
         if (aligned > start) ::munmap(address, aligned - start);
@@ -98,32 +119,26 @@ private:
         if (end > aligned + bytes) ::munmap(reinterpret_cast<void*>(aligned + bytes), end - (aligned + bytes));
         ::madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);  // only a hint, so failure is harmless
         return reinterpret_cast<void*>(aligned);
-#else
-        return ::operator new(bytes, std::align_val_t(kBufferAlignment));
-#endif
-    }
-
-    static void unmap(void* block, std::size_t bytes) {
-#ifdef BLIP_HAVE_HUGE_PAGES
-        ::munmap(block, bytes);
-#else
-        (void)bytes;
-        ::operator delete(block, std::align_val_t(kBufferAlignment));
-#endif
     }
 
     std::mutex mutex_;
-    std::vector<std::pair<void*, std::size_t>> kept_;
+    std::vector<std::pair<void*, std::size_t>> kept_;  // oldest first
     std::size_t kept_bytes_ = 0;
 };
+
+#endif
 
 }  // namespace detail
 
 // Returns the freed cache blocks that were kept for reuse to the system.
-inline void release_kept_buffers() { detail::BlockPool::instance().release_all(); }
+inline void release_kept_buffers() {
+#ifdef BLIP_HAVE_HUGE_PAGES
+    detail::BlockPool::instance().release_all();
+#endif
+}
 
 // A buffer of `size()` values of T, uninitialized and 64-byte aligned. Large ones come from the
-// block pool.
+// block pool on Linux.
 template <class T>
 class LargeBuffer {
     static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
@@ -133,15 +148,18 @@ public:
     LargeBuffer() = default;
     explicit LargeBuffer(std::size_t size) : size_(size) {
         if (size == 0) return;
-        if (size > (SIZE_MAX - detail::kLargeBlockBytes) / sizeof(T)) throw std::bad_alloc();
+        if (size > (SIZE_MAX - 2 * detail::kLargeBlockBytes) / sizeof(T)) throw std::bad_alloc();
         const std::size_t bytes = size * sizeof(T);
+#ifdef BLIP_HAVE_HUGE_PAGES
         if (bytes >= detail::kLargeBlockBytes) {
             bytes_ = (bytes + detail::kLargeBlockBytes - 1) / detail::kLargeBlockBytes * detail::kLargeBlockBytes;
             data_ = static_cast<T*>(detail::BlockPool::instance().take(bytes_));
-        } else {
-            bytes_ = bytes;
-            data_ = static_cast<T*>(::operator new(bytes, std::align_val_t(detail::kBufferAlignment)));
+            pooled_ = true;
+            return;
         }
+#endif
+        bytes_ = bytes;
+        data_ = static_cast<T*>(::operator new(bytes, std::align_val_t(detail::kBufferAlignment)));
     }
     LargeBuffer(const LargeBuffer& other) : LargeBuffer(other.size_) {
         std::copy_n(other.data_, size_, data_);
@@ -149,7 +167,8 @@ public:
     LargeBuffer(LargeBuffer&& other) noexcept
         : data_(std::exchange(other.data_, nullptr)),
           size_(std::exchange(other.size_, 0)),
-          bytes_(std::exchange(other.bytes_, 0)) {}
+          bytes_(std::exchange(other.bytes_, 0)),
+          pooled_(std::exchange(other.pooled_, false)) {}
     LargeBuffer& operator=(LargeBuffer other) noexcept {
         swap(other);
         return *this;
@@ -160,6 +179,7 @@ public:
         std::swap(data_, other.data_);
         std::swap(size_, other.size_);
         std::swap(bytes_, other.bytes_);
+        std::swap(pooled_, other.pooled_);
     }
 
     T* data() { return data_; }
@@ -167,18 +187,23 @@ public:
     std::size_t size() const { return size_; }
 
 private:
-    void release() {
+    void release() noexcept {
         if (data_ == nullptr) return;
-        if (bytes_ >= detail::kLargeBlockBytes)
+#ifdef BLIP_HAVE_HUGE_PAGES
+        if (pooled_) {
             detail::BlockPool::instance().give(data_, bytes_);
-        else
-            ::operator delete(data_, std::align_val_t(detail::kBufferAlignment));
+            data_ = nullptr;
+            return;
+        }
+#endif
+        ::operator delete(data_, std::align_val_t(detail::kBufferAlignment));
         data_ = nullptr;
     }
 
     T* data_ = nullptr;
     std::size_t size_ = 0;
     std::size_t bytes_ = 0;
+    bool pooled_ = false;  // from the block pool, else from operator new
 };
 
 }  // namespace blip

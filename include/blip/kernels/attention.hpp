@@ -27,7 +27,8 @@ inline constexpr std::int64_t kAttentionQueryTile = 16;
 enum class ScoreScaling { MultiplyByInverseSqrt, DivideBySqrt };
 
 // One attention problem. Rows of query, key, value and output are strided; head h takes
-// columns [h * head_dim, (h + 1) * head_dim) of each row.
+// columns [h * head_dim, (h + 1) * head_dim) of each row, or, with kv_head_stride, its own
+// block of key and value rows.
 struct AttentionArgs {
     const float* query = nullptr;
     std::int64_t query_rows = 0;
@@ -35,7 +36,8 @@ struct AttentionArgs {
     const float* key = nullptr;
     const float* value = nullptr;
     // Keys and values stored as bfloat16 instead, with the same strides (key and value are then
-    // null). attend() reads them, and attention() runs every task through attend().
+    // null, and both of these must be set). attend() reads them, and attention() runs every
+    // task through attend().
     const std::uint16_t* key_bf16 = nullptr;
     const std::uint16_t* value_bf16 = nullptr;
     std::int64_t key_rows = 0;
@@ -74,7 +76,8 @@ namespace detail {
 // values, so the vision encoder's 577 queries of a head form one task.
 inline constexpr std::int64_t kAttentionChunkRows = 640;
 // Tasks with at least this many query rows first copy their head's keys, transposed, and its
-// values into contiguous buffers (into chain panels at levels with chain tiles). Their scores
+// values into contiguous buffers (into chain panels at levels with chain tiles), unless the
+// keys are bfloat16 or head-major. Their scores
 // then come from TransposedScoresKernel or the chain tiles, one multiply-add chain per score
 // with no horizontal sums, which rounds differently from the 16-lane scores of fewer rows.
 // Measured on Zen 4, AVX-512, one thread, ViT-B layer with 577 tokens: attention 15.1 ms with
@@ -233,6 +236,8 @@ inline void attend_rows_chain(const F32KernelTable& kernels, const AttentionArgs
 inline void attend(const AttentionArgs& args, std::int64_t head, std::int64_t begin, std::int64_t end,
                    float* scratch) {
     const std::int64_t start = args.kv_head_stride > 0 ? head * args.kv_head_stride : head * args.head_dim;
+    if ((args.key_bf16 != nullptr) != (args.value_bf16 != nullptr))
+        throw Error("attention: key_bf16 and value_bf16 must be set together");
     if (args.key_bf16 != nullptr) {
         detail::attend_rows<std::uint16_t>(args, head, begin, end, {args.key_bf16 + start, args.key_stride, false},
                                            args.value_bf16 + start, args.value_stride, scratch);
@@ -253,6 +258,8 @@ inline std::int64_t attention_threads(const AttentionArgs& args) {
 // workers run when the scratch is small. Throws when not even one worker fits.
 inline void attention(const AttentionArgs& args, float* scratch, std::int64_t scratch_floats) {
     if (args.query_rows <= 0 || args.heads <= 0) return;
+    if ((args.key_bf16 != nullptr) != (args.value_bf16 != nullptr))
+        throw Error("attention: key_bf16 and value_bf16 must be set together");
     const std::int64_t per_worker = std::max<std::int64_t>(1, attention_scratch_floats(args.key_rows));
     const std::int64_t fitting = scratch_floats / per_worker;
     if (fitting < 1)

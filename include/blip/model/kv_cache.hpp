@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,11 @@ public:
             throw Error("CrossAttentionCache: negative size");
         // Left uninitialized, because set_encoder_hidden_states writes a source's keys and
         // values before anything reads them.
+        const double values = static_cast<double>(layers) * sources * tokens * width;
+        if (values > static_cast<double>(std::numeric_limits<std::int64_t>::max()) ||
+            values > static_cast<double>(std::numeric_limits<std::size_t>::max()))
+            throw Error("CrossAttentionCache: " + std::to_string(sources) + " sources of " + std::to_string(tokens) +
+                        " tokens need more memory than this platform can address; pass fewer images at once");
         const auto count = static_cast<std::size_t>(layers * sources * tokens * width);
         if (bf16) {
             keys_bf16_ = LargeBuffer<std::uint16_t>(count);

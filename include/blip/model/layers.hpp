@@ -40,7 +40,7 @@ inline void add_inplace(float* y, const float* x, std::int64_t count) {
 // Writes `rows` rows of `heads` * `head_dim` floats head-major: element d of head h in row r
 // goes to out[(h * capacity + r) * head_dim + d]. T = float copies the values, and
 // T = std::uint16_t rounds them to bfloat16 as quant::fp32_to_bf16 does, but without branches,
-// so that the compiler vectorizes it. Rows `rows` to `capacity` of each head are zero.
+// so that the compiler can vectorize it. Rows `rows` to `capacity` of each head are zero.
 template <class T>
 inline void split_heads(const float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
                         std::int64_t capacity, T* out) {

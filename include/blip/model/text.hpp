@@ -36,9 +36,9 @@ inline constexpr float kPaddingBias = -10000.0f;
 
 // Element type of the cross-attention keys and values that a DecoderState keeps.
 enum class CrossCacheType {
-    // bfloat16 when the model's cross-attention key and value weights are bf16 or quantized
-    // (8 to 4 bits), whose rounding is coarser already. f32 for f32 weights, whose outputs then
-    // match transformers, and for f16 weights, which are chosen for precision.
+    // bfloat16 when the first layer's cross-attention key or value weight is bf16 or quantized
+    // (8 to 4 bits), whose rounding is coarser already. f32 when both are f32, whose outputs
+    // then match transformers, or f16, which is chosen for precision.
     Auto,
     F32,
     Bf16,

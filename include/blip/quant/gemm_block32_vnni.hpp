@@ -37,13 +37,14 @@
 
 namespace blip::quant::detail {
 
-// Calls with at least this many activation rows use the packed product (VNNI, or AMX tiles
-// where usable). Fewer rows (decoding steps) read each weight once, so packing would only add
-// work.
+// q4_0 and q4_1 calls with at least this many activation rows use the packed product (VNNI,
+// or AMX tiles where usable). Fewer rows (decoding steps) read each weight once, so packing
+// would only add work.
 inline constexpr std::int64_t kVnniMinRows = 8;
 // The same for q8_0, which gemv_q8_0 reads in place below it. Measured on an Intel Xeon with
 // AMX (2 threads) over the base decoder's q8_0 weights: 8 rows took 16.7 ms with gemv_q8_0
 // and 21.2 ms packed, 9 rows 18.6 and 19.6 ms, 12 rows 22.3 and 21.2 ms.
+// NOTE: 10 and 11 rows were not timed, and CPUs without AMX were not measured.
 inline constexpr std::int64_t kVnniMinRowsQ8_0 = 10;
 
 #if BLIP_QUANT_X86
@@ -350,7 +351,8 @@ BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
     __m256i u[2];
     for (int i = 0; i < 2; ++i) u[i] = _mm256_hadd_epi32(t[2 * i], t[2 * i + 1]);
     // 128-bit half h of u[i] contains the half-h partial sums of v[4i..4i+3]. A blend and one
-    // lane permute line the halves up (two permutes measured 10% slower with 3 rows).
+    // lane permute line the halves up. Two permutes took 10% longer for 3 rows (768 x 768
+    // weights in L2, Intel Xeon).
     const __m256i straight = _mm256_blend_epi32(u[0], u[1], 0xF0);
     const __m256i crossed = _mm256_permute2x128_si256(u[0], u[1], 0x21);
     return _mm256_add_epi32(straight, crossed);
@@ -364,8 +366,8 @@ BLIP_QUANT_VNNI_TARGET inline __m256i sum_lanes_8x(const __m256i (&v)[8]) {
 template <int Rows>
 BLIP_QUANT_VNNI_TARGET inline void gemv_q8_0_row(const BlockQ8_0* w, std::int64_t blocks,
                                                  const Act32Row* act, float* out) {
-    // Double lanes 0-3 and 4-7, in 256-bit registers: with no 512-bit instruction in flight,
-    // port 1 also runs vector instructions.
+    // Double lanes 0-3 and 4-7, in 256-bit registers: on Intel CPUs, port 1 runs vector
+    // instructions only while no 512-bit instruction is in flight.
     __m256d low[Rows], high[Rows];
     for (int r = 0; r < Rows; ++r) low[r] = high[r] = _mm256_setzero_pd();
     std::int64_t b = 0;
