@@ -11,8 +11,8 @@
 namespace blip::convert {
 
 // Reads one checkpoint file, choosing the format by content: a zip archive is a
-// torch.save file, a name ending in ".index.json" is a shard index, anything else is
-// read as safetensors.
+// torch.save file, a name ending in ".index.json" is a shard index, a GGUF file or an empty
+// file is rejected, and anything else is read as safetensors.
 inline Checkpoint read_checkpoint_file(const std::string& path) {
     auto ends_with = [&](const std::string& suffix) {
         return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -28,8 +28,12 @@ inline Checkpoint read_checkpoint_file(const std::string& path) {
     if (!in) throw Error("cannot open " + path);
     char magic[4] = {};
     in.read(magic, 4);
+    if (in.gcount() == 0) throw Error(path + ": the file is empty, expected a checkpoint (safetensors or torch.save)");
     if (in.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4)
         return read_pytorch_zip(path);
+    if (in.gcount() == 4 && std::string(magic, 4) == "GGUF")
+        throw Error(path + ": is already a GGUF model file. blip-convert reads transformers folders, safetensors and "
+                    "torch.save checkpoints, and blip-convert --info shows what a GGUF file contains");
     return read_safetensors(path);
 }
 

@@ -898,3 +898,18 @@ TEST_CASE("shipped vocabulary") {
     if (blip_test::golden_available())
         CHECK(vocabulary == blip_test::read_text(blip_test::golden_dir() / "tokenizer" / "vocab.txt"));
 }
+
+TEST_CASE("gguf and empty inputs rejected") {
+    const fs::path dir = blip_test::scratch_dir("checkpoint-not-a-checkpoint");
+    Bytes gguf;
+    append(gguf, "GGUF");
+    put64(gguf, 3);
+    write_bytes(dir / "model.gguf", gguf);
+    const std::string gguf_error = error_of([&] { read_checkpoint_file((dir / "model.gguf").string()); });
+    CHECK(contains(gguf_error, "is already a GGUF model file"));
+    CHECK(contains(gguf_error, "--info"));
+
+    write_bytes(dir / "empty.pth", Bytes{});
+    const std::string empty_error = error_of([&] { read_checkpoint_file((dir / "empty.pth").string()); });
+    CHECK(contains(empty_error, "the file is empty, expected a checkpoint"));
+}

@@ -267,9 +267,12 @@ BLIP_F32_AVX512 __attribute__((always_inline)) inline __m512 reduce_lanes_16x(Ac
 }
 
 // 16 keys or values (the lanes of `mask`) as stored in f32, or widened exactly from bfloat16.
+// The zero-masked forms avoid GCC 12's unmasked ones, whose undefined source register draws a
+// false "may be used uninitialized" warning at every call.
 BLIP_F32_AVX512 inline __m512 load_lanes(__mmask16 mask, const float* p) { return _mm512_maskz_loadu_ps(mask, p); }
 BLIP_F32_AVX512 inline __m512 load_lanes(__mmask16 mask, const std::uint16_t* p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+    const __m512i halves = _mm512_maskz_cvtepu16_epi32(kAll, _mm256_maskz_loadu_epi16(mask, p));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, halves, 16));
 }
 
 // Scores of one query row with 16 keys: one accumulator per key, reduced together. Lane t of
