@@ -32,6 +32,7 @@ for package in "${packages[@]}"; do
   fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps.sh: the ${#packages[@]} Debian packages needed are installed"
   exit 0
 fi
 
