@@ -15,6 +15,7 @@
 #include "blip/gguf/reader.hpp"
 #include "blip/kernels/layer_norm.hpp"
 #include "blip/kernels/linear.hpp"
+#include "blip/quant/float16.hpp"
 #include "blip/quant/quantize.hpp"
 
 namespace blip {
@@ -39,8 +40,8 @@ inline void add_inplace(float* y, const float* x, std::int64_t count) {
 
 // Writes `rows` rows of `heads` * `head_dim` floats head-major: element d of head h in row r
 // goes to out[(h * capacity + r) * head_dim + d]. T = float copies the values, and
-// T = std::uint16_t rounds them to bfloat16 as quant::fp32_to_bf16 does, but without branches,
-// so that the compiler can vectorize it. Rows `rows` to `capacity` of each head are zero.
+// T = std::uint16_t rounds them to bfloat16 with quant::fp32_to_bf16. Rows `rows` to
+// `capacity` of each head are zero.
 template <class T>
 inline void split_heads(const float* x, std::int64_t rows, std::int64_t heads, std::int64_t head_dim,
                         std::int64_t capacity, T* out) {
@@ -54,14 +55,7 @@ inline void split_heads(const float* x, std::int64_t rows, std::int64_t heads, s
                 if constexpr (std::is_same_v<T, float>) {
                     std::copy_n(from, head_dim, to + r * head_dim);
                 } else {
-                    for (std::int64_t d = 0; d < head_dim; ++d) {
-                        std::uint32_t bits;
-                        std::memcpy(&bits, from + d, sizeof(bits));
-                        const std::uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-                        const std::uint32_t quiet_nan = (bits >> 16) | 0x40u;
-                        to[r * head_dim + d] =
-                            static_cast<std::uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
-                    }
+                    for (std::int64_t d = 0; d < head_dim; ++d) to[r * head_dim + d] = quant::fp32_to_bf16(from[d]);
                 }
             }
             std::fill(to + rows * head_dim, to + capacity * head_dim, T{0});

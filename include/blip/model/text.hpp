@@ -486,18 +486,19 @@ struct BlipTextModel {
         for (std::size_t index = 0; index < encoder.layer.size(); ++index) {
             const auto layer = static_cast<std::int64_t>(index);
             const BlipTextSelfAttention& cross_self = encoder.layer[index].crossattention.self;
-            const std::int64_t heads = cross_self.heads;
-            const std::int64_t dim = cross_self.head_dim;
-            cross_self.key.forward(states, tokens, staging.data());
-            if (cross.bf16())
-                detail::split_heads(staging.data(), tokens, heads, dim, cross.tokens(), cross.keys_bf16(layer, source));
-            else
-                detail::split_heads(staging.data(), tokens, heads, dim, cross.tokens(), cross.keys(layer, source));
-            cross_self.value.forward(states, tokens, staging.data());
-            if (cross.bf16())
-                detail::split_heads(staging.data(), tokens, heads, dim, cross.tokens(), cross.values_bf16(layer, source));
-            else
-                detail::split_heads(staging.data(), tokens, heads, dim, cross.tokens(), cross.values(layer, source));
+            // Projects the states with `projection` into the cache's f32 or bfloat16 storage,
+            // whichever it has (the other pointer is null).
+            const auto project = [&](const Linear& projection, float* as_f32, std::uint16_t* as_bf16) {
+                projection.forward(states, tokens, staging.data());
+                if (as_bf16 != nullptr)
+                    detail::split_heads(staging.data(), tokens, cross_self.heads, cross_self.head_dim, cross.tokens(),
+                                        as_bf16);
+                else
+                    detail::split_heads(staging.data(), tokens, cross_self.heads, cross_self.head_dim, cross.tokens(),
+                                        as_f32);
+            };
+            project(cross_self.key, cross.keys(layer, source), cross.keys_bf16(layer, source));
+            project(cross_self.value, cross.values(layer, source), cross.values_bf16(layer, source));
         }
         // transformers' invert_attention_mask adds the lowest float for masked tokens.
         const float masked = std::numeric_limits<float>::lowest();
