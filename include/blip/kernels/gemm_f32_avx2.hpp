@@ -8,6 +8,7 @@
 
 #include <immintrin.h>
 
+#include "blip/core/unroll.hpp"
 #include "blip/kernels/gemm_f32_kernels.hpp"
 #include "blip/kernels/simd_math.hpp"
 
@@ -28,6 +29,34 @@ BLIP_F32_AVX2 inline float reduce_lanes(__m256 low, __m256 high) {
     const __m128 s2 = _mm_add_ps(_mm256_castps256_ps128(s1), _mm256_extractf128_ps(s1, 1));
     const __m128 s3 = _mm_add_ps(s2, _mm_movehl_ps(s2, s2));
     return _mm_cvtss_f32(_mm_add_ss(s3, _mm_shuffle_ps(s3, s3, 1)));
+}
+
+// The first `count` values at p (all 8 when count >= 8), zeros after them.
+BLIP_F32_AVX2 inline __m256 load_first(const float* p, std::int64_t count) {
+    return count >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_lanes(count));
+}
+
+// Stores the first `count` lanes of v (all 8 when count >= 8). Partial stores use 128-bit and
+// smaller moves: masked stores take many times longer on AMD's Zen cores.
+BLIP_F32_AVX2 inline void store_first(float* p, __m256 v, std::int64_t count) {
+    if (count >= 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    __m128 part = _mm256_castps256_ps128(v);
+    if (count >= 4) {
+        _mm_storeu_ps(p, part);
+        part = _mm256_extractf128_ps(v, 1);
+        p += 4;
+        count -= 4;
+    }
+    if (count >= 2) {
+        _mm_storel_pi(reinterpret_cast<__m64*>(p), part);
+        part = _mm_movehl_ps(part, part);
+        p += 2;
+        count -= 2;
+    }
+    if (count >= 1) _mm_store_ss(p, part);
 }
 
 struct Tiles {
@@ -103,6 +132,7 @@ struct ChainTiles {
     BLIP_F32_AVX2 static void tile(const float* x_panel, const float* w_panel, std::int64_t count, float* y,
                                    std::int64_t y_stride, bool accumulate) {
         __m256 acc[Rows][2];
+        BLIP_UNROLL
         for (int r = 0; r < Rows; ++r) {
             acc[r][0] = accumulate ? _mm256_loadu_ps(y + r * y_stride) : _mm256_setzero_ps();
             acc[r][1] = accumulate ? _mm256_loadu_ps(y + r * y_stride + 8) : _mm256_setzero_ps();
@@ -112,12 +142,14 @@ struct ChainTiles {
         for (std::int64_t k = 0; k < count; ++k, xp += kRows, wp += kCols) {
             const __m256 w0 = _mm256_loadu_ps(wp);
             const __m256 w1 = _mm256_loadu_ps(wp + 8);
+            BLIP_UNROLL
             for (int r = 0; r < Rows; ++r) {
                 const __m256 xv = _mm256_broadcast_ss(xp + r);
                 acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
                 acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
             }
         }
+        BLIP_UNROLL
         for (int r = 0; r < Rows; ++r) {
             _mm256_storeu_ps(y + r * y_stride, acc[r][0]);
             _mm256_storeu_ps(y + r * y_stride + 8, acc[r][1]);
@@ -125,26 +157,42 @@ struct ChainTiles {
     }
 };
 
-// chain_pack_reference with one gather per 8 rows and k. Gather indices are 32-bit, so longer
-// strides take the scalar path.
+// Transposes the 8 x 8 block in `v` (row i in v[i]) in place: afterwards v[j] holds column j.
+BLIP_F32_AVX2 inline void transpose8(__m256 (&v)[8]) {
+    __m256 s[8];
+    for (int g = 0; g < 2; ++g) {  // rows 4g..4g+3: s[4g + c] holds column c in its low half, c + 4 in its high half
+        const __m256 t0 = _mm256_unpacklo_ps(v[4 * g], v[4 * g + 1]);
+        const __m256 t1 = _mm256_unpackhi_ps(v[4 * g], v[4 * g + 1]);
+        const __m256 t2 = _mm256_unpacklo_ps(v[4 * g + 2], v[4 * g + 3]);
+        const __m256 t3 = _mm256_unpackhi_ps(v[4 * g + 2], v[4 * g + 3]);
+        s[4 * g] = _mm256_shuffle_ps(t0, t2, 0x44);
+        s[4 * g + 1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+        s[4 * g + 2] = _mm256_shuffle_ps(t1, t3, 0x44);
+        s[4 * g + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+        v[c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x20);
+        v[c + 4] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x31);
+    }
+}
+
+// chain_pack_reference by 8 x 8 transposes of 8 rows and 8 values of k. Copies values only, so
+// the result is the reference's bit for bit.
 BLIP_F32_AVX2 inline void chain_pack(const float* source, std::int64_t rows, std::int64_t stride,
                                      std::int64_t count, int width, float* out) {
-    if (stride > (std::int64_t{1} << 31) / 8) {
-        chain_pack_reference(source, rows, stride, count, width, out);
-        return;
-    }
-    const __m256i index =
-        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(stride)));
     for (int r0 = 0; r0 < width; r0 += 8) {
-        const std::int64_t lanes = std::min(8, width - r0);
-        const __m256i store = first_lanes(lanes);
-        const std::int64_t valid = std::max<std::int64_t>(0, std::min(lanes, rows - r0));
-        const __m256i load = first_lanes(valid);
-        const float* base = source + (valid > 0 ? r0 * stride : 0);
-        for (std::int64_t k = 0; k < count; ++k)
-            _mm256_maskstore_ps(out + k * width + r0, store,
-                                _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + k, index,
-                                                         _mm256_castsi256_ps(load), 4));
+        const int lanes = std::min(8, width - r0);
+        const int valid = static_cast<int>(std::max<std::int64_t>(0, std::min<std::int64_t>(lanes, rows - r0)));
+        std::int64_t k = 0;
+        for (; k + 8 <= count; k += 8) {
+            __m256 v[8];
+            for (int i = 0; i < 8; ++i)
+                v[i] = i < valid ? _mm256_loadu_ps(source + (r0 + i) * stride + k) : _mm256_setzero_ps();
+            transpose8(v);
+            for (int j = 0; j < 8; ++j) store_first(out + (k + j) * width + r0, v[j], lanes);
+        }
+        for (; k < count; ++k)
+            for (int i = 0; i < lanes; ++i) out[k * width + r0 + i] = i < valid ? source[(r0 + i) * stride + k] : 0.0f;
     }
 }
 
@@ -201,12 +249,12 @@ BLIP_F32_AVX2 inline __m256 exp8(__m256 x) {
 BLIP_F32_AVX2 inline void epilogue(const float* dots, std::int64_t count, const float* bias, bool gelu,
                                    const float* residual, float* y) {
     for (std::int64_t i = 0; i < count; i += 8) {
-        const __m256i mask = first_lanes(count - i);
-        __m256 value = _mm256_maskload_ps(dots + i, mask);
-        if (bias) value = _mm256_add_ps(value, _mm256_maskload_ps(bias + i, mask));
+        const std::int64_t left = count - i;
+        __m256 value = load_first(dots + i, left);
+        if (bias) value = _mm256_add_ps(value, load_first(bias + i, left));
         if (gelu) value = gelu8(value);
-        if (residual) value = _mm256_add_ps(_mm256_maskload_ps(residual + i, mask), value);
-        _mm256_maskstore_ps(y + i, mask, value);
+        if (residual) value = _mm256_add_ps(load_first(residual + i, left), value);
+        store_first(y + i, value, left);
     }
 }
 
@@ -277,7 +325,7 @@ BLIP_F32_AVX2 inline void scores(const float* query, std::int64_t query_stride, 
             for (int t = 0; t < 8; ++t)
                 s1[t] = t < keys_here ? score_halves(query + i * query_stride, keys + (j + t) * key_stride, dim)
                                       : _mm256_setzero_ps();
-            _mm256_maskstore_ps(out + i * out_stride + j, first_lanes(keys_here), reduce_lanes_8x(s1));
+            store_first(out + i * out_stride + j, reduce_lanes_8x(s1), keys_here);
         }
 }
 
@@ -287,26 +335,26 @@ template <int Blocks>
 BLIP_F32_AVX2 inline void transposed_scores_block(const float* const* q, int rows, const float* keys_t,
                                                   std::int64_t keys_t_stride, std::int64_t first, std::int64_t count,
                                                   std::int64_t dim, float* out, std::int64_t out_stride) {
-    __m256i masks[Blocks];
-    for (int b = 0; b < Blocks; ++b) masks[b] = first_lanes(count - first - 8 * b);
+    std::int64_t left[Blocks];
+    for (int b = 0; b < Blocks; ++b) left[b] = count - first - 8 * b;
     __m256 acc[4][Blocks];
     for (int i = 0; i < 4; ++i)
         for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm256_setzero_ps();
     if (dim <= 0) {  // a loop that may run zero times keeps acc in memory (see the Avx512 level)
         for (int i = 0; i < rows; ++i)
-            for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + first + 8 * b, masks[b], acc[i][b]);
+            for (int b = 0; b < Blocks; ++b) store_first(out + i * out_stride + first + 8 * b, acc[i][b], left[b]);
         return;
     }
     for (std::int64_t d = 0; d < dim; ++d) {
         __m256 k[Blocks];
-        for (int b = 0; b < Blocks; ++b) k[b] = _mm256_maskload_ps(keys_t + d * keys_t_stride + first + 8 * b, masks[b]);
+        for (int b = 0; b < Blocks; ++b) k[b] = load_first(keys_t + d * keys_t_stride + first + 8 * b, left[b]);
         for (int i = 0; i < 4; ++i) {
             const __m256 qv = _mm256_set1_ps(q[i][d]);
             for (int b = 0; b < Blocks; ++b) acc[i][b] = _mm256_fmadd_ps(qv, k[b], acc[i][b]);
         }
     }
     for (int i = 0; i < rows; ++i)
-        for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + first + 8 * b, masks[b], acc[i][b]);
+        for (int b = 0; b < Blocks; ++b) store_first(out + i * out_stride + first + 8 * b, acc[i][b], left[b]);
 }
 
 BLIP_F32_AVX2 inline void transposed_scores(const float* query, std::int64_t query_stride, int rows,
@@ -328,17 +376,19 @@ BLIP_F32_AVX2 inline void softmax(float* scores, std::int64_t count, float scale
     const __m256 lowest = _mm256_set1_ps(-INFINITY);
     __m256 max_vector = lowest;
     for (std::int64_t j = 0; j < count; j += 8) {
-        const __m256i mask = first_lanes(count - j);
-        __m256 value = _mm256_maskload_ps(scores + j, mask);
+        const std::int64_t left = count - j;
+        __m256 value = load_first(scores + j, left);
         if (divide) {
             value = _mm256_div_ps(value, scale_vector);
-            if (bias) value = _mm256_add_ps(value, _mm256_maskload_ps(bias + j, mask));
+            if (bias) value = _mm256_add_ps(value, load_first(bias + j, left));
         } else {
-            value = bias ? _mm256_fmadd_ps(value, scale_vector, _mm256_maskload_ps(bias + j, mask))
+            value = bias ? _mm256_fmadd_ps(value, scale_vector, load_first(bias + j, left))
                          : _mm256_mul_ps(value, scale_vector);
         }
-        _mm256_maskstore_ps(scores + j, mask, value);
-        max_vector = _mm256_max_ps(max_vector, _mm256_blendv_ps(lowest, value, _mm256_castsi256_ps(mask)));
+        store_first(scores + j, value, left);
+        max_vector = _mm256_max_ps(max_vector, left >= 8 ? value
+                                                        : _mm256_blendv_ps(lowest, value,
+                                                                           _mm256_castsi256_ps(first_lanes(left))));
     }
     float lanes[8];
     _mm256_storeu_ps(lanes, max_vector);
@@ -349,10 +399,10 @@ BLIP_F32_AVX2 inline void softmax(float* scores, std::int64_t count, float scale
     const __m256 shift = _mm256_set1_ps(max_value);
     __m256d sums[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
     for (std::int64_t j = 0; j < count; j += 8) {
-        const __m256i mask = first_lanes(count - j);
-        __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(scores + j, mask), shift));
-        e = _mm256_and_ps(e, _mm256_castsi256_ps(mask));
-        _mm256_maskstore_ps(scores + j, mask, e);
+        const std::int64_t left = count - j;
+        __m256 e = exp8(_mm256_sub_ps(load_first(scores + j, left), shift));
+        if (left < 8) e = _mm256_and_ps(e, _mm256_castsi256_ps(first_lanes(left)));
+        store_first(scores + j, e, left);
         const int first = (j % 16 == 0) ? 0 : 2;
         sums[first] = _mm256_add_pd(sums[first], _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         sums[first + 1] = _mm256_add_pd(sums[first + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
@@ -362,8 +412,8 @@ BLIP_F32_AVX2 inline void softmax(float* scores, std::int64_t count, float scale
     const double sum = _mm_cvtsd_f64(_mm_add_sd(s3, _mm_unpackhi_pd(s3, s3)));
     const __m256 inverse_sum = _mm256_set1_ps(static_cast<float>(1.0 / sum));
     for (std::int64_t j = 0; j < count; j += 8) {
-        const __m256i mask = first_lanes(count - j);
-        _mm256_maskstore_ps(scores + j, mask, _mm256_mul_ps(_mm256_maskload_ps(scores + j, mask), inverse_sum));
+        const std::int64_t left = count - j;
+        store_first(scores + j, _mm256_mul_ps(load_first(scores + j, left), inverse_sum), left);
     }
 }
 
@@ -380,7 +430,7 @@ BLIP_F32_AVX2 inline void weighted_sum_block(const float* p, std::int64_t p_stri
     // level), so count 0 returns here.
     if (count <= 0) {
         for (int i = 0; i < Rows; ++i)
-            for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + 8 * b, masks[b], acc[i][b]);
+            for (int b = 0; b < Blocks; ++b) store_first(out + i * out_stride + 8 * b, acc[i][b], dim - 8 * b);
         return;
     }
     for (std::int64_t j = 0; j < count; ++j) {
@@ -392,7 +442,7 @@ BLIP_F32_AVX2 inline void weighted_sum_block(const float* p, std::int64_t p_stri
         }
     }
     for (int i = 0; i < Rows; ++i)
-        for (int b = 0; b < Blocks; ++b) _mm256_maskstore_ps(out + i * out_stride + 8 * b, masks[b], acc[i][b]);
+        for (int b = 0; b < Blocks; ++b) store_first(out + i * out_stride + 8 * b, acc[i][b], dim - 8 * b);
 }
 
 template <int Rows, class V>
