@@ -1,8 +1,8 @@
 // BLIP_UNROLL: placed before a loop with a compile-time trip count over an array of SIMD
-// registers (the accumulators of a register tile), so that the compiler unrolls it before
-// deciding where the array lives. Without it GCC 12 keeps arrays of three or more 256-bit
-// accumulators in memory and stores them on every iteration of the surrounding loop, which
-// made the 6 x 16 AVX2 tile run at 40% of the FMA peak on an AMD EPYC (Zen 3).
+// registers (the accumulators of a register tile), so that the compiler unrolls it before it
+// decides where the array lives. Without it, GCC 12 keeps arrays of three or more 256-bit
+// accumulators in memory and stores them on every iteration of the enclosing loop. The 6 x 16
+// AVX2 tile then ran at 40% of the FMA peak on an AMD EPYC (Zen 3).
 #pragma once
 
 #if defined(__clang__)
