@@ -11,12 +11,14 @@
 #include <random>
 #include <vector>
 
+#include "blip/core/dtype.hpp"
 #include "blip/core/parallel.hpp"
 #include "blip/kernels/attention.hpp"
 #include "blip/kernels/gemm_bf16_amx.hpp"
 #include "blip/kernels/gemm_f32.hpp"
 #include "blip/kernels/simd_math.hpp"
 #include "blip/quant/float16.hpp"
+#include "blip/quant/quantize.hpp"
 
 namespace {
 
@@ -388,6 +390,32 @@ TEST_CASE("gemm_f32_halves equals widened gemm_f32") {
         blip::kernels::gemm_f32_halves(problem.x.data(), problem.rows, problem.x_stride, halves.data(),
                                        bf16 ? +widen_bf16 : +widen_f16, problem.out, problem.in, y.data(),
                                        problem.y_stride, epilogue);
+        CHECK(bit_identical(y, expected));
+    }
+}
+
+TEST_CASE("gemm_f32_dequantized equals dequantized gemm_f32") {
+    // 512 elements per row: whole blocks of every block type, with 256-element super-blocks.
+    const GemmCase problem(40, 45, 512);
+    if (!blip::kernels::gemm_f32_halves_supported(problem.rows, problem.in)) return;
+    for (blip::DType type : {blip::DType::Q8_0, blip::DType::Q4_0, blip::DType::Q4_1, blip::DType::Q4_K,
+                             blip::DType::Q5_K, blip::DType::Q6_K}) {
+        CAPTURE(blip::dtype_name(type));
+        const auto blocks = blip::quant::quantize_rows(type, problem.w.data(), problem.out, problem.in);
+        std::vector<float> dequantized(problem.w.size());
+        const std::size_t row_bytes = blip::quant::row_bytes(type, problem.in);
+        for (std::int64_t row = 0; row < problem.out; ++row)
+            blip::quant::dequantize_row(type, blocks.data() + row * row_bytes, dequantized.data() + row * problem.in,
+                                        problem.in);
+        blip::kernels::Epilogue epilogue;
+        epilogue.bias = problem.bias.data();
+        epilogue.gelu = true;
+        std::vector<float> expected(problem.residual.size(), -7.0f), y(problem.residual.size(), -7.0f);
+        blip::kernels::gemm_f32(problem.x.data(), problem.rows, problem.x_stride, dequantized.data(), problem.out,
+                                problem.in, expected.data(), problem.y_stride, epilogue,
+                                blip::kernels::RowOrder::Fastest);
+        blip::kernels::gemm_f32_dequantized(problem.x.data(), problem.rows, problem.x_stride, blocks.data(), type,
+                                            problem.out, problem.in, y.data(), problem.y_stride, epilogue);
         CHECK(bit_identical(y, expected));
     }
 }

@@ -23,6 +23,7 @@
 #include "blip/core/parallel.hpp"
 #include "blip/kernels/gemm_f32_kernels.hpp"
 #include "blip/quant/cpu.hpp"
+#include "blip/quant/quantize.hpp"
 #if BLIP_QUANT_X86
 #include "blip/kernels/gemm_f32_avx2.hpp"
 #include "blip/kernels/gemm_f32_avx512.hpp"
@@ -136,6 +137,11 @@ struct GemmProblem {
     // it is packed.
     const std::uint16_t* w_halves = nullptr;
     WidenHalves widen = nullptr;
+    // W stored in a block type (`w` is then null), for the chain order only: each row,
+    // `w_row_bytes` long, is dequantized to f32 while W is packed.
+    const std::uint8_t* w_blocks = nullptr;
+    DType w_type = DType::F32;
+    std::size_t w_row_bytes = 0;
 };
 
 // W rows per cache block: as many tile widths as fit kGemmWeightBlockBytes.
@@ -289,13 +295,21 @@ inline constexpr std::int64_t kChainMaxRowChunk = 96;
 // Tags of the per-thread buffers of the chain path (see thread_buffer).
 struct ChainSums;      // the sums of one task's rows
 struct ChainWBlock;    // the packed W rows of one task
-struct ChainWidened;   // 16-bit W rows widened to f32 before packing
+struct ChainWidened;   // 16-bit or block-type W rows converted to f32 before packing
 
 // Packs outputs [c, c + rows) of W over k in [k0, k0 + depth) into the panel at `out`
 // (chain_cols outputs wide, see ChainPack).
 inline void pack_chain_w(const F32KernelTable& k, const GemmProblem& p, std::int64_t c, std::int64_t rows,
                          std::int64_t k0, std::int64_t depth, float* out) {
     const std::int64_t in = p.in_features;
+    if (p.w_blocks != nullptr) {
+        float* dequantized = thread_buffer<ChainWidened>(static_cast<std::size_t>(rows * in));
+        for (std::int64_t r = 0; r < rows; ++r)
+            quant::dequantize_row(p.w_type, p.w_blocks + static_cast<std::size_t>(c + r) * p.w_row_bytes,
+                                  dequantized + r * in, in);
+        k.chain_pack(dequantized + k0, rows, in, depth, k.chain_cols, out);
+        return;
+    }
     if (p.w_halves == nullptr) {
         k.chain_pack(p.w + c * in + k0, rows, in, depth, k.chain_cols, out);
         return;
@@ -432,6 +446,25 @@ inline void gemm_f32_halves(const float* x, std::int64_t rows, std::int64_t x_st
     detail::GemmProblem problem{x, rows, x_stride, nullptr, out_features, in_features, y, y_stride, &epilogue};
     problem.w_halves = w;
     problem.widen = widen;
+    detail::gemm_f32_chain(detail::active_f32_kernels(), problem,
+                           threads_for_work(rows * out_features * in_features));
+}
+
+// gemm_f32() in chain order (RowOrder::Fastest) for W stored in a block type (q8_0, q4_0, q4_1,
+// q4_k, q5_k, q6_k), each row dequantized to f32 as quant::dequantize_row does while W is
+// packed. So the result equals gemm_f32() of the dequantized W. Needs
+// gemm_f32_halves_supported(rows, in_features).
+inline void gemm_f32_dequantized(const float* x, std::int64_t rows, std::int64_t x_stride, const void* w, DType type,
+                                 std::int64_t out_features, std::int64_t in_features, float* y, std::int64_t y_stride,
+                                 const Epilogue& epilogue = {}) {
+    if (!gemm_f32_halves_supported(rows, in_features))
+        throw Error("gemm_f32_dequantized: the active CPU level has no chain-order kernels for " +
+                    std::to_string(rows) + " rows of " + std::to_string(in_features) + " elements");
+    if (out_features <= 0) return;
+    detail::GemmProblem problem{x, rows, x_stride, nullptr, out_features, in_features, y, y_stride, &epilogue};
+    problem.w_blocks = static_cast<const std::uint8_t*>(w);
+    problem.w_type = type;
+    problem.w_row_bytes = quant::row_bytes(type, in_features);
     detail::gemm_f32_chain(detail::active_f32_kernels(), problem,
                            threads_for_work(rows * out_features * in_features));
 }
