@@ -86,18 +86,24 @@ struct Tiles {
         std::int64_t k = k0;
         for (; k + 16 <= k1; k += 16, xp += x.block_stride, wp += w.block_stride) {
             __m256 wv[Cols];
+            BLIP_UNROLL
             for (int c = 0; c < Cols; ++c) wv[c] = _mm256_loadu_ps(wp + c * w.row_stride);
+            BLIP_UNROLL
             for (int r = 0; r < Rows; ++r) {
                 const __m256 xv = _mm256_loadu_ps(xp + r * x.row_stride);
+                BLIP_UNROLL
                 for (int c = 0; c < Cols; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
             }
         }
         if (k < k1) {
             const __m256i mask = first_lanes(k1 - k - 8 * half);
             __m256 wv[Cols];
+            BLIP_UNROLL
             for (int c = 0; c < Cols; ++c) wv[c] = _mm256_maskload_ps(wp + c * w.row_stride, mask);
+            BLIP_UNROLL
             for (int r = 0; r < Rows; ++r) {
                 const __m256 xv = _mm256_maskload_ps(xp + r * x.row_stride, mask);
+                BLIP_UNROLL
                 for (int c = 0; c < Cols; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
             }
         }
@@ -149,6 +155,7 @@ struct Tiles {
         }
         __m256 low[Rows][Cols];
         __m256 high[Rows][Cols];
+        BLIP_UNROLL
         for (int r = 0; r < Rows; ++r)
             for (int c = 0; c < Cols; ++c) low[r][c] = high[r][c] = _mm256_setzero_ps();
         for (std::int64_t k0 = 0; k0 < count; k0 += kChunk) {
@@ -156,6 +163,7 @@ struct Tiles {
             half_pass<Rows, Cols>(x, w, k0, k1, 0, low);
             half_pass<Rows, Cols>(x, w, k0, k1, 1, high);
         }
+        BLIP_UNROLL
         for (int r = 0; r < Rows; ++r)
             for (int c = 0; c < Cols; ++c) y[r * y_stride + c] = reduce_lanes(low[r][c], high[r][c]);
     }
