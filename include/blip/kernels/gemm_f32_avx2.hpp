@@ -113,7 +113,7 @@ struct Tiles {
     // needs only 12 of the 16 registers for accumulators.
     // One pass over the k values of one row of x: both halves of each output at once, in the
     // order of the two passes of `tile`. One stream over W reads memory faster than the two
-    // passes (16 against 12 GB/s on an AMD EPYC, 1 thread).
+    // passes: a base f32 decoder step took 35 to 40 instead of 45 ms on an AMD EPYC (1 thread).
     template <int Cols>
     BLIP_F32_AVX2 static void single_row_tile(TileOperand x, TileOperand w, std::int64_t count, float* y) {
         __m256 low[Cols];
