@@ -690,6 +690,27 @@ TEST_CASE("gemm integer results identical across levels") {
     }
 }
 
+TEST_CASE("q8_0 in-place product with block tails") {
+    // Rows of 3 and 25 blocks leave blocks after the last group of 8 that the in-place q8_0
+    // kernels read. 1 to 9 activation rows take every group size.
+    for (const std::int64_t in : {std::int64_t{96}, std::int64_t{800}}) {
+        const std::int64_t out = 19;
+        const auto w = random_normal(out * in, 83);
+        const auto x = random_normal(9 * in, 84, 4.0f);
+        const auto packed = q::quantize_rows(DType::Q8_0, w.data(), out, in);
+        for (std::int64_t rows = 1; rows <= 9; ++rows) {
+            std::vector<float> expected(rows * out);
+            q::gemm_at_level(q::CpuLevel::Scalar, DType::Q8_0, packed.data(), out, in, x.data(), rows, expected.data());
+            for (q::CpuLevel level : available_levels()) {
+                std::vector<float> got(rows * out);
+                q::gemm_at_level(level, DType::Q8_0, packed.data(), out, in, x.data(), rows, got.data());
+                INFO("level " << q::cpu_level_name(level) << " in " << in << " rows " << rows);
+                CHECK(std::memcmp(expected.data(), got.data(), got.size() * sizeof(float)) == 0);
+            }
+        }
+    }
+}
+
 TEST_CASE("gemm row independent of batch size") {
     // The first rows of a batch of 7 must equal the same rows computed in batches of 1 and 3,
     // which take other code paths (one group of rows, direct f16/bf16 kernels).

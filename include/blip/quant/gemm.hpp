@@ -296,6 +296,35 @@ inline void process_tile(const KernelTable& k, DType type, const std::uint8_t* w
     }
 }
 
+// Weight rows per task of gemv_q8_0. Any split gives the same results.
+inline constexpr std::int64_t kGemvTaskRows = 64;
+// Work units per weight for threads_for_work: the product waits on memory, like the f32
+// streaming products (kernels::detail::kStreamWorkPerWeight).
+inline constexpr std::int64_t kGemvWorkPerWeight = 16;
+
+// Computes y[r * out_features + o] for r < rows with the level's gemv_q8_0_range, reading the
+// q8_0 weights in place, one weight row after another, so that the memory-bound product
+// streams W once. Each task passes over its weight rows once per group of kGemvMaxRows
+// activation rows, the later passes from L2.
+inline void gemv_q8_0(const KernelTable& k, const std::uint8_t* weights, std::size_t stride,
+                      std::int64_t out_features, std::int64_t in_features, const Act32Row* act, std::int64_t rows,
+                      float* y) {
+    const int threads = threads_for_work(kGemvWorkPerWeight * out_features * in_features);
+    const std::int64_t blocks = in_features / kActBlock32;
+    parallel_for(
+        (out_features + kGemvTaskRows - 1) / kGemvTaskRows,
+        [&](std::int64_t task, int) {
+            const std::int64_t begin = task * kGemvTaskRows;
+            const std::int64_t end = std::min(out_features, begin + kGemvTaskRows);
+            for (std::int64_t r0 = 0; r0 < rows; r0 += kGemvMaxRows) {
+                const int group = static_cast<int>(std::min<std::int64_t>(kGemvMaxRows, rows - r0));
+                k.gemv_q8_0_range(weights, stride, begin, end, blocks, act + r0, group, y + r0 * out_features,
+                                  out_features);
+            }
+        },
+        threads);
+}
+
 inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weights, std::int64_t out_features,
                               std::int64_t in_features, const float* x, std::int64_t rows, float* y) {
     check_gemm_arguments(type, weights, out_features, in_features, x, rows, y);
@@ -323,11 +352,11 @@ inline void gemm_with_kernels(const KernelTable& k, DType type, const void* weig
                            threads);
         return;
     }
-    if (type == DType::Q8_0 && k.level == CpuLevel::Avx512Vnni) {
-        vnni::gemv_q8_0(weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y);
+#endif
+    if (type == DType::Q8_0 && k.gemv_q8_0_range != nullptr) {
+        gemv_q8_0(k, weight_bytes, stride, out_features, in_features, act.rows32.data(), rows, y);
         return;
     }
-#endif
     parallel_for(
         tiles,
         [&](std::int64_t t, int) {

@@ -13,6 +13,8 @@ namespace blip::quant::detail {
 // Activation rows processed together by one dot kernel call, so one pass over a decoded weight
 // row serves several rows of x.
 inline constexpr int kMaxDotRows = 4;
+// Maximum number of activation rows of one gemv_q8_0_range call.
+inline constexpr int kGemvMaxRows = 4;
 
 struct KernelTable {
     CpuLevel level = CpuLevel::Scalar;
@@ -51,6 +53,14 @@ struct KernelTable {
                     int rows, std::int64_t count, float* out, std::int64_t out_stride) = nullptr;
     void (*dot_bf16)(const std::uint16_t* w, std::int64_t w_stride, std::int64_t outputs, const float* const* x,
                      int rows, std::int64_t count, float* out, std::int64_t out_stride) = nullptr;
+
+    // Optional product of q8_0 weight rows [begin, end) (`stride` bytes apart, `blocks` blocks
+    // each), read in place, with `rows` (1..kGemvMaxRows) activation rows: the product of weight
+    // row o with act[r] goes to y[r * out_features + o]. A level sets it only when it gives the
+    // bits of decode_q8_0 followed by dot_block32.
+    void (*gemv_q8_0_range)(const std::uint8_t* weights, std::size_t stride, std::int64_t begin, std::int64_t end,
+                            std::int64_t blocks, const Act32Row* act, int rows, float* y,
+                            std::int64_t out_features) = nullptr;
 };
 
 }  // namespace blip::quant::detail
