@@ -396,27 +396,36 @@ TEST_CASE("gemm_f32_halves equals widened gemm_f32") {
 
 TEST_CASE("gemm_f32_dequantized equals dequantized gemm_f32") {
     // 512 elements per row: whole blocks of every block type, with 256-element super-blocks.
-    const GemmCase problem(40, 45, 512);
-    if (!blip::kernels::gemm_f32_halves_supported(problem.rows, problem.in)) return;
+    // 300 outputs make three tasks, which 2 and 3 threads dequantize at the same time.
+    const GemmCase problem(40, 300, 512);
+    if (!blip::kernels::gemm_f32_halves_supported(problem.rows, problem.in)) {
+        MESSAGE("the active level has no chain-order kernels; gemm_f32_dequantized not tested");
+        return;
+    }
+    ThreadCountGuard guard;
     for (blip::DType type : {blip::DType::Q8_0, blip::DType::Q4_0, blip::DType::Q4_1, blip::DType::Q4_K,
                              blip::DType::Q5_K, blip::DType::Q6_K}) {
-        CAPTURE(blip::dtype_name(type));
-        const auto blocks = blip::quant::quantize_rows(type, problem.w.data(), problem.out, problem.in);
-        std::vector<float> dequantized(problem.w.size());
-        const std::size_t row_bytes = blip::quant::row_bytes(type, problem.in);
-        for (std::int64_t row = 0; row < problem.out; ++row)
-            blip::quant::dequantize_row(type, blocks.data() + row * row_bytes, dequantized.data() + row * problem.in,
-                                        problem.in);
-        blip::kernels::Epilogue epilogue;
-        epilogue.bias = problem.bias.data();
-        epilogue.gelu = true;
-        std::vector<float> expected(problem.residual.size(), -7.0f), y(problem.residual.size(), -7.0f);
-        blip::kernels::gemm_f32(problem.x.data(), problem.rows, problem.x_stride, dequantized.data(), problem.out,
-                                problem.in, expected.data(), problem.y_stride, epilogue,
-                                blip::kernels::RowOrder::Fastest);
-        blip::kernels::gemm_f32_dequantized(problem.x.data(), problem.rows, problem.x_stride, blocks.data(), type,
-                                            problem.out, problem.in, y.data(), problem.y_stride, epilogue);
-        CHECK(bit_identical(y, expected));
+        for (int threads : {1, 2, 3}) {
+            CAPTURE(blip::dtype_name(type));
+            CAPTURE(threads);
+            blip::set_num_threads(threads);
+            const auto blocks = blip::quant::quantize_rows(type, problem.w.data(), problem.out, problem.in);
+            std::vector<float> dequantized(problem.w.size());
+            const std::size_t row_bytes = blip::quant::row_bytes(type, problem.in);
+            for (std::int64_t row = 0; row < problem.out; ++row)
+                blip::quant::dequantize_row(type, blocks.data() + row * row_bytes, dequantized.data() + row * problem.in,
+                                            problem.in);
+            blip::kernels::Epilogue epilogue;
+            epilogue.bias = problem.bias.data();
+            epilogue.gelu = true;
+            std::vector<float> expected(problem.residual.size(), -7.0f), y(problem.residual.size(), -7.0f);
+            blip::kernels::gemm_f32(problem.x.data(), problem.rows, problem.x_stride, dequantized.data(), problem.out,
+                                    problem.in, expected.data(), problem.y_stride, epilogue,
+                                    blip::kernels::RowOrder::Fastest);
+            blip::kernels::gemm_f32_dequantized(problem.x.data(), problem.rows, problem.x_stride, blocks.data(), type,
+                                                problem.out, problem.in, y.data(), problem.y_stride, epilogue);
+            CHECK(bit_identical(y, expected));
+        }
     }
 }
 

@@ -696,8 +696,14 @@ TEST_CASE("q8_0 in-place product with block tails") {
     for (const std::int64_t in : {std::int64_t{96}, std::int64_t{800}}) {
         const std::int64_t out = 19;
         const auto w = random_normal(out * in, 83);
-        const auto x = random_normal(9 * in, 84, 4.0f);
-        const auto packed = q::quantize_rows(DType::Q8_0, w.data(), out, in);
+        auto x = random_normal(9 * in, 84, 4.0f);
+        auto packed = q::quantize_rows(DType::Q8_0, w.data(), out, in);
+        // Weight row 0 alternates -128 and 127, and activation row 0 has the same signs at
+        // full scale: the largest pair sums of the 8-bit dot products.
+        for (std::int64_t k = 0; k < in; ++k) {
+            packed[static_cast<std::size_t>(k / 32 * 34 + 2 + k % 32)] = static_cast<std::uint8_t>(k % 2 ? 127 : 0x80);
+            x[static_cast<std::size_t>(k)] = k % 2 ? 3.0f : -3.0f;
+        }
         for (std::int64_t rows = 1; rows <= 9; ++rows) {
             std::vector<float> expected(rows * out);
             q::gemm_at_level(q::CpuLevel::Scalar, DType::Q8_0, packed.data(), out, in, x.data(), rows, expected.data());

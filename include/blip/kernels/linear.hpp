@@ -1,7 +1,9 @@
 // Fully connected layer y = x W^T + b, the product behind every nn.Linear of the model, with
 // optional GELU and residual add fused into its end (kernels::Epilogue). f32 weights run
-// through gemm_f32 straight from the mapped file; 16-bit and quantized weights go to
-// blip::quant::gemm, followed by the same epilogue kernel.
+// through gemm_f32 straight from the mapped file. Products of many rows with 16-bit weights,
+// and with block-type weights on CPUs without VNNI, take gemm_f32's chain order on widened or
+// dequantized W. Other 16-bit and quantized products go to blip::quant::gemm, followed by the
+// same epilogue kernel.
 #pragma once
 
 #include <algorithm>
@@ -42,7 +44,8 @@ inline bool linear_supports(DType type, std::int64_t in_features) {
 // in any supported type. The epilogue's residual may equal `y`. For weights other than f32,
 // that case needs `scratch` (rows * out_features floats, not overlapping x or y) to store the
 // product before the epilogue. `order` chooses the summation order of f32, f16 and bf16
-// weights (see RowOrder). The block types give every row the same bits in any call.
+// weights (see RowOrder), and of block-type weights at the Avx2 and Avx512 levels. Otherwise
+// the block types give every row the same bits in any call.
 inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, std::int64_t in_features,
                    const float* x, std::int64_t rows, float* y, const Epilogue& epilogue, float* scratch = nullptr,
                    RowOrder order = RowOrder::Fastest) {
@@ -84,6 +87,8 @@ inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, st
         // Many rows of block-type weights on a CPU without VNNI, where 8-bit dot products are
         // slower than FMA: dequantized W in the f32 chain order. The q8_0 base vision encoder
         // took 1480 instead of 2556 ms on an AMD EPYC with AVX2 (1 thread).
+        // NOTE: only q8_0 on that CPU was measured. The 4-bit and k-quant types, and CPUs with
+        // AVX-512 but without VNNI, take this path unmeasured.
         gemm_f32_dequantized(x, rows, in_features, weight.data, weight.type, out_features, in_features, y,
                              out_features, epilogue);
         return;

@@ -232,10 +232,16 @@ inline float reduce_lanes(const double* acc) {
     return static_cast<float>(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
 }
 
+// accumulate_block32 without a min term, for a block whose weight scale is `w_scale`.
+inline void accumulate_scaled_block32(float w_scale, const Act32Row& x, std::int64_t b, std::int32_t dot,
+                                      double* acc) {
+    const float scale = w_scale * x.d[b];
+    acc[b % kLanes] += static_cast<double>(scale) * static_cast<double>(dot);
+}
+
 // Adds block b's contribution to its accumulator given the block's exact integer dot product.
 inline void accumulate_block32(const Block32Row& w, const Act32Row& x, std::int64_t b, std::int32_t dot, double* acc) {
-    const float scale = w.scale[b] * x.d[b];
-    acc[b % kLanes] += static_cast<double>(scale) * static_cast<double>(dot);
+    accumulate_scaled_block32(w.scale[b], x, b, dot, acc);
     if (w.min != nullptr) acc[b % kLanes] += static_cast<double>(w.min[b]) * static_cast<double>(x.sum[b]);
 }
 
