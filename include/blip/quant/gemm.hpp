@@ -302,12 +302,12 @@ inline constexpr std::int64_t kGemvTaskRows = 64;
 // streaming products (kernels::detail::kStreamWorkPerWeight).
 inline constexpr std::int64_t kGemvWorkPerWeight = 16;
 
-// NOTE: at levels without the packed VNNI product, every q8_0 call takes gemv_q8_0, and calls
-// of 10 or more rows (products in the batch-invariant order) were not timed there.
 // Computes y[r * out_features + o] for r < rows with the level's gemv_q8_0_range, reading the
 // q8_0 weights in place, one weight row after another, so that the memory-bound product
 // streams W once. Each task passes over its weight rows once per group of kGemvMaxRows
 // activation rows, the later passes from L2.
+// NOTE: at levels without the packed VNNI product every q8_0 call comes here, and calls of 10
+// or more rows (products in the batch-invariant order) were not timed at those levels.
 inline void gemv_q8_0(const KernelTable& k, const std::uint8_t* weights, std::size_t stride,
                       std::int64_t out_features, std::int64_t in_features, const Act32Row* act, std::int64_t rows,
                       float* y) {
