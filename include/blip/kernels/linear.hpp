@@ -81,7 +81,8 @@ inline void linear(const gguf::TensorInfo& weight, std::int64_t out_features, st
         return;
     }
     const quant::CpuLevel level = quant::active_cpu_level();
-    if (weight.type != DType::F16 && weight.type != DType::BF16 && order == RowOrder::Fastest &&
+    if (quant::detail::weight_family(weight.type) != quant::detail::WeightFamily::Float &&
+        order == RowOrder::Fastest &&
         level >= quant::CpuLevel::Avx2 && level < quant::CpuLevel::Avx512Vnni &&
         gemm_f32_halves_supported(rows, in_features)) {
         // Many rows of block-type weights on a CPU without VNNI, where 8-bit dot products are
