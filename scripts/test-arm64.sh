@@ -11,6 +11,8 @@ build_dir=${1:-build-arm64}
 jobs=$(nproc 2>/dev/null || echo 2)
 tests=(test_kernels test_f32_kernels test_quant test_quant_many_rows test_caption_golden test_tokenizer
        test_image test_gguf)
+# The two programs that contain these suites (tests/CMakeLists.txt).
+programs=(blip_tests blip_input_tests)
 
 scripts/install-deps.sh
 missing=()
@@ -31,6 +33,6 @@ fi
 
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DBLIP_BUILD_TOOLS=OFF -DBLIP_BUILD_BENCH=OFF
-cmake --build "$build_dir" -j "$jobs" --target "${tests[@]}"
+cmake --build "$build_dir" -j "$jobs" --target "${programs[@]}"
 pattern=$(IFS='|'; echo "${tests[*]}")
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -R "^(${pattern})$"

@@ -17,6 +17,8 @@
 #include "examples/capfilt/wds_input.hpp"
 #include "support/golden.hpp"
 
+namespace test_capfilt_formats {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -345,3 +347,5 @@ TEST_CASE("atomic files appear only on commit") {
     capfilt::FileLock second(path.string() + ".lock", false);
     CHECK(!second.held());
 }
+
+}  // namespace test_capfilt_formats

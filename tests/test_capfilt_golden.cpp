@@ -15,6 +15,8 @@
 #include "examples/capfilt/run.hpp"
 #include "support/golden.hpp"
 
+namespace test_capfilt_golden {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -525,3 +527,5 @@ TEST_CASE("capfilt mirrors webdataset shards") {
     REQUIRE(run_tool({"--decoding", "greedy", "--prompt", "", "--threshold", "0.1", "-o", output.string(), inputs.string()}) == 0);
     CHECK(fs::last_write_time(output / "shard-000.tar") == modified);
 }
+
+}  // namespace test_capfilt_golden

@@ -14,6 +14,8 @@
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
+namespace test_caption_golden {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -212,3 +214,5 @@ TEST_CASE("caption outputs are bit-identical for 1 and 2 threads") {
     REQUIRE(logits[0].size() == logits[1].size());
     CHECK(std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)) == 0);
 }
+
+}  // namespace test_caption_golden

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+namespace test_checkpoint {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -913,3 +915,5 @@ TEST_CASE("gguf and empty inputs rejected") {
     const std::string empty_error = error_of([&] { read_checkpoint_file((dir / "empty.pth").string()); });
     CHECK(contains(empty_error, "the file is empty, expected a checkpoint"));
 }
+
+}  // namespace test_checkpoint

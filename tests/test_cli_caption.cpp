@@ -11,6 +11,8 @@
 
 #include "support/golden.hpp"
 
+namespace test_cli_caption {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -123,3 +125,5 @@ TEST_CASE("blip-caption usage errors") {
     CHECK(empty_model.status == 1);
     CHECK(empty_model.err.find("empty file") != std::string::npos);
 }
+
+}  // namespace test_cli_caption

@@ -15,6 +15,8 @@
 
 #include "support/golden.hpp"
 
+namespace test_cli_tasks {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -296,3 +298,5 @@ TEST_CASE("blip-retrieve ranks both directions") {
                                      (scratch() / "texts.txt").string())
               .status == 2);
 }
+
+}  // namespace test_cli_tasks

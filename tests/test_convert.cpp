@@ -24,6 +24,8 @@
 
 #include "support/golden.hpp"
 
+namespace test_convert {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -774,3 +776,5 @@ TEST_CASE("blip-convert command line") {
     CHECK(run("--type f8 x -o y") == 2);
     CHECK(run("--bogus") == 2);
 }
+
+}  // namespace test_convert

@@ -32,6 +32,8 @@
 #include "support/golden.hpp"
 #include "support/synthetic_model.hpp"
 
+namespace test_convert_layouts {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -1040,3 +1042,5 @@ TEST_CASE("blip-convert rejects damaged checkpoints") {
                                    std::to_string(data_size) + " bytes"));
     CHECK(!fs::exists(dir / "out.gguf"));
 }
+
+}  // namespace test_convert_layouts

@@ -18,6 +18,8 @@
 
 #include "support/golden.hpp"
 
+namespace test_demo_model {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -189,3 +191,5 @@ TEST_CASE("demo ITM prefers true caption to colour swap") {
     INFO("scenes where the colour-swapped caption scored at least as high:" << tally.misses);
     CHECK(tally.rate() >= kMinimumRate);
 }
+
+}  // namespace test_demo_model

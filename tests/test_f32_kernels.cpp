@@ -20,6 +20,8 @@
 #include "blip/quant/float16.hpp"
 #include "blip/quant/quantize.hpp"
 
+namespace test_f32_kernels {
+
 namespace {
 
 using blip::quant::CpuLevel;
@@ -815,3 +817,5 @@ TEST_CASE("head-major bf16 attention equals widened f32") {
     CHECK_THROWS_WITH_AS(blip::kernels::attention(mixed), "attention: key_bf16 and value_bf16 must be set together",
                          blip::Error);
 }
+
+}  // namespace test_f32_kernels

@@ -13,6 +13,8 @@
 #include "support/fullsize.hpp"
 #include "support/golden.hpp"
 
+namespace test_fullsize {
+
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -70,3 +72,5 @@ TEST_CASE("full-size large captioner") {
     BLIP_REQUIRE_GOLDEN();
     check_fullsize_captioner("blip-image-captioning-large");
 }
+
+}  // namespace test_fullsize

@@ -24,6 +24,8 @@
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
+namespace test_generation {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -594,3 +596,5 @@ TEST_CASE("gemm bits independent of thread count") {
         CHECK(std::memcmp(results[2].data(), results[0].data(), results[0].size() * sizeof(float)) == 0);
     }
 }
+
+}  // namespace test_generation

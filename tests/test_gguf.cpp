@@ -6,6 +6,8 @@
 
 #include "support/golden.hpp"
 
+namespace test_gguf {
+
 namespace {
 
 std::vector<std::uint8_t> float_bytes(const std::vector<float>& values) {
@@ -91,3 +93,5 @@ TEST_CASE("config round trip") {
     CHECK(back.tokenizer.strip_accents.has_value());
     CHECK(back.preprocess.image_std[2] == 0.27577711f);
 }
+
+}  // namespace test_gguf

@@ -18,6 +18,8 @@
 
 #include "support/golden.hpp"
 
+namespace test_image {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -434,3 +436,5 @@ TEST_CASE("preprocess rejects invalid configs") {
     config.width = 10;
     CHECK(blip::preprocess_image(image, config).size() == 300);
 }
+
+}  // namespace test_image

@@ -15,6 +15,8 @@
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
+namespace test_itm {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -305,3 +307,5 @@ TEST_CASE("itm model rejects other tasks") {
         CHECK(message.find("itm") != std::string::npos);
     }
 }
+
+}  // namespace test_itm

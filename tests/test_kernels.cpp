@@ -15,6 +15,8 @@
 #include "blip/kernels/linear.hpp"
 #include "blip/kernels/softmax.hpp"
 
+namespace test_kernels {
+
 namespace {
 
 std::vector<float> random_values(std::size_t count, std::uint32_t seed, float scale = 1.0f) {
@@ -318,3 +320,5 @@ TEST_CASE("kernels are bit-identical for 1 and 2 threads") {
     CHECK(bit_identical(results[0][2], results[1][2]));
     CHECK(bit_identical(results[0][3], results[1][3]));
 }
+
+}  // namespace test_kernels

@@ -24,6 +24,8 @@
 #include <blip/quant/gemm.hpp>
 #include <blip/quant/quantize.hpp>
 
+namespace test_quant {
+
 namespace {
 
 using blip::DType;
@@ -770,3 +772,5 @@ TEST_CASE("gemm with gguf-like unaligned row stride") {
     q::gemm(DType::Q8_0, shifted.data() + 2, 7, 96, x.data(), 1, b.data());
     CHECK(a == b);
 }
+
+}  // namespace test_quant

@@ -23,6 +23,8 @@
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
+namespace test_quant_accuracy {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -307,3 +309,5 @@ TEST_CASE("weight types on tiny ITM model") {
     }
     MESSAGE("tiny-itm, smallest cosine over 3 images; itm_prob over " << cases.size() << " image-text pairs:" << table);
 }
+
+}  // namespace test_quant_accuracy

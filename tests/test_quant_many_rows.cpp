@@ -13,6 +13,8 @@
 #include "blip/quant/gemm.hpp"
 #include "blip/quant/quantize.hpp"
 
+namespace test_quant_many_rows {
+
 namespace {
 
 using blip::DType;
@@ -144,3 +146,5 @@ TEST_CASE("many-row block32 gemm is bit-identical for 1, 2 and 3 threads") {
     CHECK(bit_identical(results[0], results[1]));
     CHECK(bit_identical(results[0], results[2]));
 }
+
+}  // namespace test_quant_many_rows

@@ -15,6 +15,8 @@
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
+namespace test_retrieval {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -235,3 +237,5 @@ TEST_CASE("retrieval rejects foreign features") {
     CHECK_THROWS_AS(retriever.add_texts({"fine", too_long}), blip::Error);
     CHECK(retriever.text_count() == 0);
 }
+
+}  // namespace test_retrieval

@@ -14,6 +14,8 @@
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
+namespace test_text_modes {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -155,3 +157,5 @@ TEST_CASE("encoder ignores padding tokens") {
     const auto other_alone = encode_question(vqa, embeds, other_ids);
     CHECK(max_difference(padded.data() + 12 * width, other_alone.data(), other_ids.size() * width) < 1e-5);
 }
+
+}  // namespace test_text_modes

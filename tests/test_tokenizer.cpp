@@ -8,6 +8,8 @@
 
 #include "support/golden.hpp"
 
+namespace test_tokenizer {
+
 namespace {
 
 using blip::TokenType;
@@ -316,3 +318,5 @@ TEST_CASE("unicode properties and normalization") {
     CHECK(blip::unicode::combining_class(0x0301) == 230);
     CHECK(blip::unicode::combining_class(U'a') == 0);
 }
+
+}  // namespace test_tokenizer

@@ -16,6 +16,8 @@
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
+namespace test_vqa {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -371,3 +373,5 @@ TEST_CASE("vqa model rejects other tasks") {
         }
     }
 }
+
+}  // namespace test_vqa
