@@ -14,6 +14,7 @@
 #include "examples/capfilt/merge.hpp"
 #include "examples/capfilt/run.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_capfilt_golden {
 
@@ -24,19 +25,7 @@ using Json = nlohmann::ordered_json;
 
 fs::path scratch() { return blip_test::scratch_dir("capfilt_golden"); }
 
-// Converts a tiny golden model folder once and returns the GGUF path.
-std::string converted(const std::string& name) {
-    const fs::path output = scratch() / (name + ".gguf");
-    static std::vector<std::string> done;
-    if (std::find(done.begin(), done.end(), name) == done.end()) {
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / name).string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
-        done.push_back(name);
-    }
-    return output.string();
-}
+std::string converted(const std::string& name) { return blip_test::converted_golden_model("capfilt_golden", name); }
 
 const blip::Captioner& library_captioner() {
     static const blip::Captioner captioner = blip::Captioner::open(converted("tiny-caption"));

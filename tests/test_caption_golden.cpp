@@ -13,6 +13,7 @@
 #include "blip/model/caption.hpp"
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_caption_golden {
 
@@ -22,14 +23,9 @@ namespace fs = std::filesystem;
 
 // Converts the tiny captioner once per test program and loads it.
 const blip::BlipForConditionalGeneration& tiny_captioner() {
-    static const std::unique_ptr<blip::BlipForConditionalGeneration> model = [] {
-        const fs::path output = blip_test::scratch_dir("caption_golden") / "tiny-caption.gguf";
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / "tiny-caption").string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
-        return std::make_unique<blip::BlipForConditionalGeneration>(blip::gguf::File::open(output.string()));
-    }();
+    static const std::unique_ptr<blip::BlipForConditionalGeneration> model =
+        std::make_unique<blip::BlipForConditionalGeneration>(
+            blip::gguf::File::open(blip_test::converted_golden_model("caption_golden", "tiny-caption")));
     return *model;
 }
 

@@ -1,15 +1,12 @@
 // blip-caption as a user runs it: the tiny golden captioner on a golden image, JSON
 // output, unreadable images among readable ones, and usage errors.
-#include <sys/wait.h>
-
-#include <convert/convert.hpp>
-
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "support/command.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_cli_caption {
 
@@ -17,35 +14,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-    int status = -1;
-    std::string out;
-    std::string err;
-};
-
-CommandResult run_command(const fs::path& dir, const std::string& command_line) {
-    const fs::path out = dir / "stdout";
-    const fs::path err = dir / "stderr";
-    const std::string command = command_line + " >" + out.string() + " 2>" + err.string();
-    const int status = std::system(command.c_str());
-    CommandResult result;
-    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = blip_test::read_text(out);
-    result.err = blip_test::read_text(err);
-    return result;
-}
-
-// Converts the tiny golden captioner once per test program.
-fs::path tiny_caption_model(const fs::path& dir) {
-    const fs::path output = dir / "tiny-caption.gguf";
-    if (!fs::exists(output)) {
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / "tiny-caption").string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
-    }
-    return output;
-}
+using blip_test::run_command;
 
 }  // namespace
 
@@ -57,7 +26,7 @@ TEST_CASE("blip-caption prints golden caption") {
         return;
     }
     const fs::path dir = blip_test::scratch_dir("cli-caption");
-    const fs::path model = tiny_caption_model(dir);
+    const fs::path model = blip_test::converted_golden_model("cli-caption", "tiny-caption");
     const nlohmann::json expected = blip_test::read_json(blip_test::golden_dir() / "expected" / "tiny-caption.json");
     const nlohmann::json& cats = expected["cases"][0];
     REQUIRE(cats["image"] == "cats.png");
@@ -86,7 +55,7 @@ TEST_CASE("blip-caption skips unreadable images") {
         return;
     }
     const fs::path dir = blip_test::scratch_dir("cli-caption");
-    const fs::path model = tiny_caption_model(dir);
+    const fs::path model = blip_test::converted_golden_model("cli-caption", "tiny-caption");
     const fs::path text_as_jpeg = dir / "notes.jpg";
     std::ofstream(text_as_jpeg) << "this is not a JPEG file\n";
     const fs::path image = blip_test::golden_dir() / "images" / "cats.png";

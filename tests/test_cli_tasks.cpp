@@ -1,10 +1,6 @@
 // blip-vqa, blip-match and blip-retrieve as a user runs them: the tiny golden VQA and ITM
 // models on golden PNG images, text and JSON output, unreadable inputs among readable ones,
 // a model of the wrong task, and usage errors.
-#include <sys/wait.h>
-
-#include <convert/convert.hpp>
-
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -13,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "support/command.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_cli_tasks {
 
@@ -21,37 +19,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-    int status = -1;
-    std::string out;
-    std::string err;
-};
-
-CommandResult run_command(const fs::path& dir, const std::string& command_line) {
-    const fs::path out = dir / "stdout";
-    const fs::path err = dir / "stderr";
-    const std::string command = command_line + " >" + out.string() + " 2>" + err.string();
-    const int status = std::system(command.c_str());
-    CommandResult result;
-    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = blip_test::read_text(out);
-    result.err = blip_test::read_text(err);
-    return result;
-}
+using blip_test::run_command;
 
 fs::path scratch() { return blip_test::scratch_dir("cli-tasks"); }
 
-// Converts a tiny golden model folder once per test program.
-std::string tiny_model(const std::string& name) {
-    const fs::path output = scratch() / (name + ".gguf");
-    if (!fs::exists(output)) {
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / name).string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
-    }
-    return output.string();
-}
+std::string tiny_model(const std::string& name) { return blip_test::converted_golden_model("cli-tasks", name); }
 
 // Returns the tool's path, or an empty string after marking the case skipped.
 std::string tool(const std::string& name) {

@@ -11,6 +11,7 @@
 #include "blip/model/caption.hpp"
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 #if defined(__GLIBC__)
 extern "C" {
@@ -63,12 +64,8 @@ TEST_CASE("decoding steps allocate nothing") {
     return;
 #else
     BLIP_REQUIRE_GOLDEN();
-    const auto output = blip_test::scratch_dir("decode_allocations") / "tiny-caption.gguf";
-    blip::convert::ConvertOptions options;
-    options.input_dir = (blip_test::golden_dir() / "models" / "tiny-caption").string();
-    options.output_path = output.string();
-    blip::convert::convert_folder(options);
-    const blip::BlipForConditionalGeneration model(blip::gguf::File::open(output.string()));
+    const blip::BlipForConditionalGeneration model(
+        blip::gguf::File::open(blip_test::converted_golden_model("decode_allocations", "tiny-caption")));
     const std::vector<float> embeds(static_cast<std::size_t>(model.vision_model.num_tokens() *
                                                              model.config.vision.hidden_size),
                                     0.5f);

@@ -23,6 +23,7 @@
 #include "blip/quant/quantize.hpp"
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_generation {
 
@@ -32,14 +33,8 @@ namespace fs = std::filesystem;
 
 // Converts the tiny captioner once per test program and loads it with its tokenizer.
 const blip::Captioner& tiny_pipeline() {
-    static const std::unique_ptr<blip::Captioner> captioner = [] {
-        const fs::path output = blip_test::scratch_dir("generation") / "tiny-caption.gguf";
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / "tiny-caption").string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
-        return std::make_unique<blip::Captioner>(blip::Captioner::open(output.string()));
-    }();
+    static const std::unique_ptr<blip::Captioner> captioner = std::make_unique<blip::Captioner>(
+        blip::Captioner::open(blip_test::converted_golden_model("generation", "tiny-caption")));
     return *captioner;
 }
 

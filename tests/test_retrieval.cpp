@@ -14,6 +14,7 @@
 #include "blip/pipeline/retrieval.hpp"
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_retrieval {
 
@@ -23,17 +24,7 @@ namespace fs = std::filesystem;
 
 const std::vector<std::string> kImages = {"cats.png", "coco4016.png", "bike.jpg"};
 
-std::string tiny_itm_path() {
-    static const std::string path = [] {
-        const fs::path output = blip_test::scratch_dir("retrieval") / "tiny-itm.gguf";
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / "tiny-itm").string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
-        return output.string();
-    }();
-    return path;
-}
+std::string tiny_itm_path() { return blip_test::converted_golden_model("retrieval", "tiny-itm"); }
 
 // One golden image-text pair.
 struct Pair {

@@ -13,6 +13,7 @@
 #include "blip/model/vision.hpp"
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_text_modes {
 
@@ -31,13 +32,8 @@ struct TinyVqa {
 
 const TinyVqa& tiny_vqa() {
     static const std::unique_ptr<TinyVqa> model = [] {
-        const fs::path output = blip_test::scratch_dir("text_modes") / "tiny-vqa.gguf";
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / "tiny-vqa").string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
         auto vqa = std::make_unique<TinyVqa>();
-        vqa->file = blip::gguf::File::open(output.string());
+        vqa->file = blip::gguf::File::open(blip_test::converted_golden_model("text_modes", "tiny-vqa"));
         vqa->config = blip::read_config(*vqa->file);
         vqa->vision_model.load(*vqa->file, "vision_model", vqa->config.vision);
         vqa->text_encoder.load(*vqa->file, "text_encoder", vqa->config.text);

@@ -15,6 +15,7 @@
 #include "blip/pipeline/vqa.hpp"
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_vqa {
 
@@ -22,19 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Converts a tiny golden model folder once per name and returns the GGUF path.
-std::string converted(const std::string& name) {
-    const fs::path output = blip_test::scratch_dir("vqa") / (name + ".gguf");
-    static std::vector<std::string> done;
-    if (std::find(done.begin(), done.end(), name) == done.end()) {
-        blip::convert::ConvertOptions options;
-        options.input_dir = (blip_test::golden_dir() / "models" / name).string();
-        options.output_path = output.string();
-        blip::convert::convert_folder(options);
-        done.push_back(name);
-    }
-    return output.string();
-}
+std::string converted(const std::string& name) { return blip_test::converted_golden_model("vqa", name); }
 
 const blip::QuestionAnswerer& tiny_answerer() {
     static const std::unique_ptr<blip::QuestionAnswerer> answerer =
