@@ -4,6 +4,7 @@
 #include "convert/checkpoint_folder.hpp"
 #include "convert/original_names.hpp"
 
+#include "support/errors.hpp"
 #include "support/golden.hpp"
 
 #include <algorithm>
@@ -39,14 +40,7 @@ Bytes read_bytes(const fs::path& path) {
 
 // Runs `action` and returns the message of the blip::Error it throws, or "" if it throws
 // nothing. Any other exception type escapes and fails the test.
-std::string error_of(const std::function<void()>& action) {
-    try {
-        action();
-    } catch (const blip::Error& e) {
-        return e.what();
-    }
-    return "";
-}
+using blip_test::error_of;
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 

@@ -22,7 +22,9 @@
 #include <set>
 #include <sstream>
 
+#include "support/errors.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_convert {
 
@@ -36,13 +38,7 @@ using blip::convert::ConvertReport;
 
 fs::path model_dir(const std::string& name) { return blip_test::golden_dir() / "models" / name; }
 
-// A fresh, empty scratch folder for one test.
-fs::path fresh_dir(const std::string& name) {
-    const fs::path dir = blip_test::scratch_dir("convert") / name;
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
-}
+fs::path fresh_dir(const std::string& name) { return blip_test::fresh_scratch_dir("convert", name); }
 
 ConvertReport convert(const fs::path& input, const fs::path& output, DType type = DType::F32,
                       std::optional<Task> task = std::nullopt) {
@@ -83,11 +79,7 @@ void write_edited_safetensors(const fs::path& source, const fs::path& target, Ed
     REQUIRE(out.good());
 }
 
-// Copies a golden file, which is read-only, as a file that the test may overwrite.
-void copy_writable(const fs::path& source, const fs::path& target) {
-    fs::copy_file(source, target, fs::copy_options::overwrite_existing);
-    fs::permissions(target, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
-}
+using blip_test::copy_writable;
 
 // Copies the golden folder `model` to a scratch folder, with model.safetensors edited.
 template <class Edit>
@@ -101,24 +93,11 @@ fs::path edited_copy(const std::string& model, const std::string& name, Edit edi
     return dir;
 }
 
-// Copies the golden folder `model` without its weights (the configuration and tokenizer files only).
 fs::path copy_without_weights(const std::string& model, const std::string& name) {
-    const fs::path dir = fresh_dir(name);
-    for (const auto& entry : fs::directory_iterator(model_dir(model))) {
-        if (entry.path().extension() == ".json" || entry.path().extension() == ".txt")
-            copy_writable(entry.path(), dir / entry.path().filename());
-    }
-    return dir;
+    return blip_test::copy_without_weights("convert", model, name);
 }
 
-std::string error_of(const std::function<void()>& action) {
-    try {
-        action();
-    } catch (const blip::Error& error) {
-        return error.what();
-    }
-    return "";
-}
+using blip_test::error_of;
 
 bool no_output_left(const fs::path& output) {
     return !fs::exists(output) && !fs::exists(output.string() + ".tmp");

@@ -29,7 +29,9 @@
 #include <string>
 #include <vector>
 
+#include "support/errors.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 #include "support/synthetic_model.hpp"
 
 namespace test_convert_layouts {
@@ -44,12 +46,7 @@ using blip::convert::ConvertReport;
 
 fs::path model_dir(const std::string& name) { return blip_test::golden_dir() / "models" / name; }
 
-fs::path fresh_dir(const std::string& name) {
-    const fs::path dir = blip_test::scratch_dir("convert_layouts") / name;
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
-}
+fs::path fresh_dir(const std::string& name) { return blip_test::fresh_scratch_dir("convert_layouts", name); }
 
 const blip::convert::ShippedFiles& shipped_files() {
     static const blip::convert::ShippedFiles files =
@@ -87,14 +84,7 @@ fs::path converted_folder(const std::string& model) {
     return cache[model] = output;
 }
 
-std::string error_of(const std::function<void()>& action) {
-    try {
-        action();
-    } catch (const blip::Error& error) {
-        return error.what();
-    }
-    return "";
-}
+using blip_test::error_of;
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
@@ -170,19 +160,10 @@ RunResult run_convert(const std::string& arguments) {
     return result;
 }
 
-void copy_writable(const fs::path& source, const fs::path& target) {
-    fs::copy_file(source, target, fs::copy_options::overwrite_existing);
-    fs::permissions(target, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
-}
+using blip_test::copy_writable;
 
-// Copies the configuration and tokenizer files of a golden folder (everything but weights).
 fs::path copy_without_weights(const std::string& model, const std::string& name) {
-    const fs::path dir = fresh_dir(name);
-    for (const auto& entry : fs::directory_iterator(model_dir(model))) {
-        if (entry.path().extension() == ".json" || entry.path().extension() == ".txt")
-            copy_writable(entry.path(), dir / entry.path().filename());
-    }
-    return dir;
+    return blip_test::copy_without_weights("convert_layouts", model, name);
 }
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
