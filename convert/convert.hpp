@@ -12,6 +12,7 @@
 
 #include <blip/core/dtype.hpp>
 #include <blip/core/error.hpp>
+#include <blip/core/output_path.hpp>
 #include <blip/gguf/reader.hpp>
 #include <blip/gguf/writer.hpp>
 #include <blip/model/expected_tensors.hpp>
@@ -130,12 +131,13 @@ inline void check_task_widths(const BlipConfig& config, const std::string& sourc
                     " must equal text_config.hidden_size " + std::to_string(config.text.hidden_size));
 }
 
-// Throws unless the output can be created: its folder must exist and the path must not be a folder.
+// Throws unless the output can be created: its folder must exist, and the path must not be a
+// folder or another file that is not a regular file (output_file_path).
 inline void check_output_path(const std::string& path) {
     namespace fs = std::filesystem;
     if (path.empty()) throw Error("no output file given; pass -o FILE");
-    const fs::path output(path);
-    if (fs::is_directory(output)) throw Error(path + " is a folder; pass the path of the GGUF file to write");
+    if (fs::is_directory(fs::path(path))) throw Error(path + " is a folder; pass the path of the GGUF file to write");
+    const fs::path output = output_file_path(path);
     const fs::path folder = output.has_parent_path() ? output.parent_path() : fs::path(".");
     if (!fs::is_directory(folder))
         throw Error("cannot write " + path + ": the folder " + folder.string() + " does not exist");

@@ -2,8 +2,13 @@
 #include <blip/gguf/writer.hpp>
 #include <blip/model/metadata.hpp>
 
-#include <cstring>
+#include <sys/stat.h>
 
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "support/errors.hpp"
 #include "support/golden.hpp"
 
 namespace test_gguf {
@@ -16,7 +21,7 @@ std::vector<std::uint8_t> float_bytes(const std::vector<float>& values) {
     return bytes;
 }
 
-std::vector<std::uint8_t> small_file() {
+blip::gguf::Writer small_writer() {
     blip::gguf::Writer writer;
     writer.set_string("general.architecture", "test");
     writer.set_u32("answer", 42);
@@ -24,8 +29,10 @@ std::vector<std::uint8_t> small_file() {
     writer.set_string_array("words", {"a", "bc", ""});
     writer.add_tensor("matrix", blip::DType::F32, {2, 3}, float_bytes({1, 2, 3, 4, 5, 6}));
     writer.add_tensor("vector", blip::DType::F32, {5}, float_bytes({7, 8, 9, 10, 11}));
-    return writer.to_bytes();
+    return writer;
 }
+
+std::vector<std::uint8_t> small_file() { return small_writer().to_bytes(); }
 
 }  // namespace
 
@@ -92,6 +99,34 @@ TEST_CASE("config round trip") {
     CHECK(back.tokens.enc == 30523);
     CHECK(back.tokenizer.strip_accents.has_value());
     CHECK(back.preprocess.image_std[2] == 0.27577711f);
+}
+
+TEST_CASE("gguf writer follows links and rejects special files") {
+    namespace fs = std::filesystem;
+    const fs::path dir = blip_test::scratch_dir("gguf") / "outputs";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const blip::gguf::Writer writer = small_writer();
+
+    // A symbolic link stays a link, and the file it names receives the model.
+    const fs::path target = dir / "target.gguf";
+    const fs::path link = dir / "link.gguf";
+    fs::create_symlink("target.gguf", link);
+    writer.write_file(link.string());
+    CHECK(fs::is_symlink(fs::symlink_status(link)));
+    CHECK(blip::gguf::File::open(target.string())->get_int("answer") == 42);
+    CHECK(blip::output_file_path(link) == target);
+
+    // A pipe is neither replaced nor written to, and no temporary file stays behind.
+    const fs::path pipe = dir / "pipe.gguf";
+    REQUIRE(::mkfifo(pipe.c_str(), 0600) == 0);
+    const std::string error = blip_test::error_of([&] { writer.write_file(pipe.string()); });
+    CHECK(error == pipe.string() + ": is a device, pipe or socket, not a regular file; give a file path as the output");
+    CHECK(fs::is_fifo(fs::status(pipe)));
+    CHECK(!fs::exists(pipe.string() + ".tmp"));
+
+    CHECK(blip_test::error_of([&] { writer.write_file(dir.string()); }).find("is a folder") != std::string::npos);
+    CHECK(blip::output_file_path(dir / "new.gguf") == dir / "new.gguf");
 }
 
 }  // namespace test_gguf

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "blip/core/error.hpp"
+#include "blip/core/output_path.hpp"
 
 namespace capfilt {
 
@@ -56,7 +57,8 @@ inline void sync_parent_folder(const fs::path& path) {
 // data goes to temporary_path(path), which the destructor deletes.
 class AtomicFile {
 public:
-    explicit AtomicFile(fs::path path) : path_(std::move(path)), temporary_(temporary_path(path_)) {
+    explicit AtomicFile(const fs::path& path)
+        : path_(blip::output_file_path(path)), temporary_(temporary_path(path_)) {
         fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd_ < 0) throw Error(temporary_.string() + ": cannot create file: " + errno_text());
     }

@@ -16,6 +16,7 @@
 #include "blip/core/error.hpp"
 #include "blip/core/large_buffer.hpp"
 #include "blip/core/mapped_file.hpp"
+#include "blip/core/output_path.hpp"
 #include "blip/core/parallel.hpp"
 
 // gguf

@@ -14,6 +14,7 @@
 
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
+#include "blip/core/output_path.hpp"
 #include "blip/gguf/format.hpp"
 
 namespace blip::gguf {
@@ -86,9 +87,11 @@ public:
         return out;
     }
 
-    // Writes the file to `path` through a temporary file in the same folder, renamed into
-    // place only after every byte was written, so a failure never leaves a partial file.
-    void write_file(const std::string& path) const {
+    // Writes the file to `output` through a temporary file in the same folder, renamed into
+    // place only after every byte was written, so a failure never leaves a partial file. A
+    // symbolic link at `output` is followed, and a device, pipe, socket or folder is rejected.
+    void write_file(const std::string& output) const {
+        const std::string path = output_file_path(output).string();
         const std::string temporary = path + ".tmp";
         std::FILE* file = std::fopen(temporary.c_str(), "wb");
         if (!file) throw Error(temporary + ": cannot create: " + std::strerror(errno));
