@@ -164,7 +164,15 @@ void caption_batch(const blip::Captioner& captioner, const Options& options, con
             std::fflush(stdout);
         };
     }
-    const auto captions = captioner.caption_batch(images, caption_options);
+    std::vector<std::vector<blip::Caption>> captions;
+    try {
+        captions = captioner.caption_batch(images, caption_options);
+    } catch (const blip::Error&) {
+        // End the line of a streamed caption that the error cut short, so that the next
+        // image's caption starts a line of its own.
+        if (options.stream) std::printf("\n");
+        throw;
+    }
     for (std::size_t image = 0; image < captions.size(); ++image) {
         for (std::size_t sequence = 0; sequence < captions[image].size(); ++sequence) {
             if (options.stream && image == 0 && sequence == 0) {
@@ -191,6 +199,7 @@ int main(int argc, char** argv) {
     try {
         blip::set_num_threads(options.threads);
         const blip::Captioner captioner = blip::Captioner::open(options.model);
+        captioner.check_options(options.caption);
         int failures = 0;
         std::vector<std::string> names;
         std::vector<blip::ImageU8> images;

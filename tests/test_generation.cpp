@@ -460,6 +460,41 @@ TEST_CASE("invalid generation settings are rejected") {
     CHECK_THROWS_AS(model.generate(embeds, {}, wide), blip::Error);
 }
 
+TEST_CASE("sequences longer than the positions are rejected") {
+    BLIP_REQUIRE_GOLDEN();
+    const blip::Captioner& captioner = tiny_pipeline();
+    const std::int64_t positions = captioner.config().text.max_position_embeddings;
+    const auto embeds = image_embeds_of(captioner.model(), "cats.png");
+
+    // The last token is never fed back, so max_length may be one more than the positions.
+    blip::GenerationConfig longest;
+    longest.max_length = positions + 1;
+    longest.min_length = positions + 1;
+    CHECK(captioner.model().generate(embeds, {}, longest).size() == static_cast<std::size_t>(positions + 1));
+
+    blip::GenerationConfig too_long;
+    too_long.max_length = positions + 2;
+    const std::string expected = "generation: max_length " + std::to_string(positions + 2) + " needs " +
+                                 std::to_string(positions + 1) + " positions, more than the text model's " +
+                                 std::to_string(positions) + " (max_position_embeddings); use a max_length of at most " +
+                                 std::to_string(positions + 1);
+    CHECK_THROWS_WITH_AS(captioner.model().generate(embeds, {}, too_long), expected.c_str(), blip::Error);
+    blip::CaptionOptions options;
+    options.generation = too_long;
+    CHECK_THROWS_WITH_AS(captioner.check_options(options), expected.c_str(), blip::Error);
+
+    // A prompt of `positions` words gives a prefix one token longer than the positions.
+    blip::CaptionOptions long_prompt;
+    for (std::int64_t word = 0; word < positions; ++word) long_prompt.prompt += "a ";
+    CHECK_THROWS_WITH_AS(captioner.check_options(long_prompt),
+                         ("generation: the prefix ([DEC] and the prompt) has " + std::to_string(positions + 1) +
+                          " tokens, more than the text model's " + std::to_string(positions) +
+                          " positions (max_position_embeddings); shorten the prompt")
+                             .c_str(),
+                         blip::Error);
+    CHECK_THROWS_AS(captioner.caption_embeds(embeds, long_prompt), blip::Error);
+}
+
 TEST_CASE("streamed pieces concatenate to the caption") {
     BLIP_REQUIRE_GOLDEN();
     const auto& captioner = tiny_pipeline();

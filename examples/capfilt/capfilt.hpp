@@ -80,6 +80,8 @@ public:
         blip::check_generation_config(settings_.generation);
         if (!settings_.prompt.empty()) prompt_ids_ = captioner_.tokenizer().encode(settings_.prompt);
         prefix_length_ = captioner_.model().decoder_input_ids(prompt_ids_).size();
+        blip::check_sequence_fits(settings_.generation, static_cast<std::int64_t>(prefix_length_),
+                                  captioner_.config().text.max_position_embeddings);
         shared_input_ = same_preprocess(captioner_.config().preprocess, filter_.config().preprocess);
         max_text_tokens_ = std::min<std::int64_t>(settings_.max_text_tokens, filter_.config().text.max_position_embeddings);
         if (max_text_tokens_ < 2)

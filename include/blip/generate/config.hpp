@@ -105,6 +105,23 @@ inline void check_generation_config(const GenerationConfig& config) {
                     " must not be negative (0 disables it)");
 }
 
+// Throws unless sequences of config.max_length tokens, and a first generated token after a
+// prefix of `prefix_length` tokens, fit in the text model's `max_positions`
+// (max_position_embeddings). The last token of a sequence is never fed back, so max_length may
+// exceed max_positions by one.
+inline void check_sequence_fits(const GenerationConfig& config, std::int64_t prefix_length,
+                                std::int64_t max_positions) {
+    if (prefix_length > max_positions)
+        throw Error("generation: the prefix ([DEC] and the prompt) has " + std::to_string(prefix_length) +
+                    " tokens, more than the text model's " + std::to_string(max_positions) +
+                    " positions (max_position_embeddings); shorten the prompt");
+    if (config.max_length - 1 > max_positions)
+        throw Error("generation: max_length " + std::to_string(config.max_length) + " needs " +
+                    std::to_string(config.max_length - 1) + " positions, more than the text model's " +
+                    std::to_string(max_positions) + " (max_position_embeddings); use a max_length of at most " +
+                    std::to_string(max_positions + 1));
+}
+
 // Positions a decoder state needs for sequences that start with `prefix_length` tokens:
 // the loop always generates at least one token, even when the prefix already reaches
 // max_length (transformers does the same).

@@ -239,6 +239,7 @@ private:
                 if (id < 0 || id >= vocab_)
                     throw Error("generate: prefix " + std::to_string(row) + " contains token id " + std::to_string(id) +
                                 ", outside the vocabulary of " + std::to_string(vocab_));
+            check_sequence_fits(config_, length, decoder_.config().max_position_embeddings);
             capacity = std::max(capacity, max_length(row) - 1);
             longest = std::max(longest, length);
             const std::int64_t source_index = source(row);

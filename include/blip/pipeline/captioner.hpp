@@ -64,6 +64,17 @@ public:
     const BlipForConditionalGeneration& model() const { return *model_; }
     const Tokenizer& tokenizer() const { return *tokenizer_; }
 
+    // Throws blip::Error when `options` cannot caption with this model: invalid generation
+    // settings, or a prompt or max_length that needs more positions than the text model has.
+    // Captioning checks the same, so tools call this only to fail before their first image.
+    void check_options(const CaptionOptions& options) const {
+        check_generation_config(options.generation);
+        const std::vector<std::int32_t> prompt =
+            options.prompt.empty() ? std::vector<std::int32_t>{} : tokenizer_->encode(options.prompt);
+        check_sequence_fits(options.generation, static_cast<std::int64_t>(model_->decoder_input_ids(prompt).size()),
+                            config().text.max_position_embeddings);
+    }
+
     // Preprocesses `image` into the model's input, float CHW.
     std::vector<float> pixel_values(const ImageU8& image) const { return preprocess_image(image, config().preprocess); }
 
