@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -14,6 +15,11 @@
 namespace {
 
 const char* const kProgram = "blip-retrieve";
+
+// Clauses that end the errors about a list that is empty, is not UTF-8 text, or is a folder
+// where a file is expected.
+const char* const kImagesExpected = "--images expects a folder of images or a text file with one image path per line";
+const char* const kTextsExpected = "--texts expects a text file with one text per line or a JSON list of strings";
 
 const char* const kHelp = R"(Usage: blip-retrieve -m MODEL.gguf --images DIR|LIST --query TEXT... [options]
        blip-retrieve -m MODEL.gguf --texts FILE --image IMAGE... [options]
@@ -151,8 +157,15 @@ void print_hits(const Options& options, const std::string& query, const std::vec
 // Text to image. Returns the number of failures.
 int search_images(const Options& options, blip::Retriever& retriever) {
     int failures = 0;
+    const std::vector<std::string> paths = blip_cli::list_images(options.images, kImagesExpected);
+    if (paths.empty()) {
+        std::error_code error;
+        const bool folder = std::filesystem::is_directory(options.images, error);
+        throw blip::Error(options.images + (folder ? " contains no image files" : " lists no image paths") + ", but " +
+                          kImagesExpected);
+    }
     std::vector<std::string> names;
-    for (const std::string& path : blip_cli::list_images(options.images)) {
+    for (const std::string& path : paths) {
         try {
             retriever.add_image_file(path);
             names.push_back(path);
@@ -178,7 +191,7 @@ int search_images(const Options& options, blip::Retriever& retriever) {
 int search_texts(const Options& options, blip::Retriever& retriever) {
     int failures = 0;
     std::vector<std::string> names;
-    for (const std::string& text : blip_cli::read_string_list(options.texts)) {
+    for (const std::string& text : blip_cli::read_string_list(options.texts, kTextsExpected)) {
         try {
             retriever.matcher().tokenize(text);
             names.push_back(text);

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,23 +14,63 @@
 #include <vector>
 
 #include <blip/core/error.hpp>
+#include <blip/text/unicode.hpp>
 
 namespace blip_cli {
 
+// Default `expected` clauses of read_string_list and list_images, for callers that pass none.
+inline const char* const kStringListExpected =
+    "a list file must be a text file with one item per line or a JSON list of strings";
+inline const char* const kImageListExpected =
+    "a list of images must be a folder of images or a text file with one image path per line";
+
 inline std::string read_text_file(const std::string& path) {
+    errno = 0;
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw blip::Error("cannot open " + path + ": check that the file exists and is readable");
+    if (!in) {
+        // The C++ streams do not report why, so the reason is the errno that the C library set, if any.
+        const int error = errno;
+        throw blip::Error("cannot open " + path + ": " +
+                          (error != 0 ? std::string(std::strerror(error)) : "check that the file exists and is readable"));
+    }
     std::ostringstream buffer;
     buffer << in.rdbuf();
     if (in.bad()) throw blip::Error("failed to read " + path);
     return buffer.str();
 }
 
+// Reads the list file `path` as UTF-8 text without its byte order mark. Rejects a folder and
+// a file that is not UTF-8 text (a NUL byte, a UTF-16 byte order mark or invalid UTF-8). The
+// errors name the file and end with `expected`, a clause that describes the file the option expects.
+inline std::string read_list_text(const std::string& path, const std::string& expected) {
+    std::error_code error;
+    if (std::filesystem::is_directory(path, error)) throw blip::Error(path + " is a folder, but " + expected);
+
+    std::string text = read_text_file(path);
+    if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);
+    if (text.rfind("\xFF\xFE", 0) == 0 || text.rfind("\xFE\xFF", 0) == 0)
+        throw blip::Error(path + " is UTF-16 text, but " + expected + ". Save the file as UTF-8");
+
+    const std::size_t nul = text.find('\0');
+    if (nul != std::string::npos)
+        throw blip::Error(path + " is not a text file (it contains a NUL byte at byte " + std::to_string(nul + 1) +
+                          "), but " + expected);
+    const std::size_t invalid = blip::unicode::find_invalid_utf8(text);
+    if (invalid != std::string::npos) {
+        const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(invalid), '\n');
+        throw blip::Error(path + " is not UTF-8 text (line " + std::to_string(line) + " is not valid UTF-8), but " +
+                          expected + ". Save the file as UTF-8");
+    }
+    return text;
+}
+
 // Reads a list of strings: a JSON array of strings when the file starts with '[' (after
 // whitespace), else one string per line. Lines keep their spaces, lose a final "\r", and
-// blank lines are skipped.
-inline std::vector<std::string> read_string_list(const std::string& path) {
-    const std::string text = read_text_file(path);
+// blank lines are skipped. The file must be UTF-8 text (see read_list_text), and `expected`
+// ends the errors about a file that is not.
+inline std::vector<std::string> read_string_list(const std::string& path,
+                                                 const std::string& expected = kStringListExpected) {
+    const std::string text = read_list_text(path, expected);
     const auto first = std::find_if(text.begin(), text.end(), [](unsigned char c) { return !std::isspace(c); });
     std::vector<std::string> items;
     if (first != text.end() && *first == '[') {
@@ -67,8 +109,10 @@ inline bool has_image_extension(const std::filesystem::path& path) {
 
 // Lists the images of `source`: the files of a folder whose extension names an image format
 // (not recursive, sorted by name), or the lines of a list file. Relative paths in a list
-// file are relative to the list file's folder.
-inline std::vector<std::string> list_images(const std::string& source) {
+// file are relative to the list file's folder. `expected` ends the errors about a list file
+// that is not UTF-8 text.
+inline std::vector<std::string> list_images(const std::string& source,
+                                            const std::string& expected = kImageListExpected) {
     namespace fs = std::filesystem;
     std::error_code error;
     if (fs::is_directory(source, error)) {
@@ -82,7 +126,7 @@ inline std::vector<std::string> list_images(const std::string& source) {
 
     const fs::path base = fs::path(source).parent_path();
     std::vector<std::string> images;
-    for (const std::string& line : read_string_list(source)) {
+    for (const std::string& line : read_string_list(source, expected)) {
         const fs::path path(line);
         images.push_back(path.is_absolute() ? path.string() : (base / path).string());
     }

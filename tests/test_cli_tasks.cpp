@@ -1,6 +1,7 @@
 // blip-vqa, blip-match and blip-retrieve as a user runs them: the tiny golden VQA and ITM
 // models on golden PNG images, text and JSON output, unreadable inputs among readable ones,
 // a model of the wrong task, and usage errors.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -269,6 +270,74 @@ TEST_CASE("blip-retrieve ranks both directions") {
     CHECK(run_command(scratch(), binary + " -m " + model + " --images " + gallery.string() + " --query x --texts " +
                                      (scratch() / "texts.txt").string())
               .status == 2);
+}
+
+TEST_CASE("blip-retrieve rejects non-text lists") {
+    BLIP_REQUIRE_GOLDEN();
+    const std::string binary = tool("blip-retrieve");
+    if (binary.empty()) return;
+    const std::string model = tiny_model("tiny-itm");
+    const std::string png = golden_image("cats.png");
+    const std::string prefix = binary + " -m " + model + " ";
+
+    // A PNG given where a list file is expected: one error line that names the file.
+    const auto images = run_command(scratch(), prefix + "--images " + png + " --query a");
+    CAPTURE(images.err);
+    CHECK(images.status == 1);
+    CHECK(images.out.empty());
+    CHECK(images.err == "blip-retrieve: error: " + png + " is not a text file (it contains a NUL byte at byte 9), " +
+                            "but --images expects a folder of images or a text file with one image path per line\n");
+
+    const auto texts = run_command(scratch(), prefix + "--texts " + png + " --image " + png);
+    CAPTURE(texts.err);
+    CHECK(texts.status == 1);
+    CHECK(texts.out.empty());
+    CHECK(split(texts.err, '\n').size() == 1);
+    CHECK(texts.err.find(png + " is not a text file") != std::string::npos);
+    CHECK(texts.err.find("--texts expects a text file with one text per line or a JSON list of strings") !=
+          std::string::npos);
+
+    // A folder given as a text list.
+    const fs::path folder = scratch() / "texts-folder";
+    fs::create_directories(folder);
+    const auto folder_texts = run_command(scratch(), prefix + "--texts " + folder.string() + " --image " + png);
+    CAPTURE(folder_texts.err);
+    CHECK(folder_texts.status == 1);
+    CHECK(folder_texts.err.find(folder.string() + " is a folder, but --texts expects") != std::string::npos);
+    const auto no_images = run_command(scratch(), prefix + "--images " + folder.string() + " --query a");
+    CAPTURE(no_images.err);
+    CHECK(no_images.status == 1);
+    CHECK(no_images.err.find(folder.string() + " contains no image files, but --images expects") != std::string::npos);
+
+    // Latin-1 text has no NUL byte but is not valid UTF-8, and UTF-16 text starts with a byte order mark.
+    write_file(scratch() / "latin1.txt", "two cats\ncaf\xE9\n");
+    const auto latin1 = run_command(scratch(), prefix + "--texts " + (scratch() / "latin1.txt").string() + " --image " + png);
+    CAPTURE(latin1.err);
+    CHECK(latin1.status == 1);
+    CHECK(latin1.err.find("latin1.txt is not UTF-8 text (line 2 is not valid UTF-8)") != std::string::npos);
+    CHECK(latin1.err.find("Save the file as UTF-8") != std::string::npos);
+    write_file(scratch() / "utf16.txt", std::string("\xFF\xFE" "a\0\n\0", 6));
+    const auto utf16 = run_command(scratch(), prefix + "--texts " + (scratch() / "utf16.txt").string() + " --image " + png);
+    CAPTURE(utf16.err);
+    CHECK(utf16.status == 1);
+    CHECK(utf16.err.find("utf16.txt is UTF-16 text") != std::string::npos);
+
+    // A UTF-8 byte order mark is not part of the first text or path.
+    write_file(scratch() / "bom-texts.txt", "\xEF\xBB\xBFtwo cats sleeping on a pink blanket\nA DOG!\n");
+    const auto bom_texts = run_command(scratch(), prefix + "--top 0 --texts " + (scratch() / "bom-texts.txt").string() +
+                                                      " --image " + png);
+    CAPTURE(bom_texts.err);
+    CHECK(bom_texts.status == 0);
+    std::vector<std::string> ranked;
+    for (const std::string& row : split(bom_texts.out, '\n')) ranked.push_back(split(row, '\t').back());
+    std::sort(ranked.begin(), ranked.end());
+    CHECK(ranked == std::vector<std::string>{"A DOG!", "two cats sleeping on a pink blanket"});
+    write_file(scratch() / "bom-images.txt", "\xEF\xBB\xBF" + png + "\n");
+    const auto bom_images = run_command(scratch(), prefix + "--images " + (scratch() / "bom-images.txt").string() +
+                                                       " --query a");
+    CAPTURE(bom_images.err);
+    CHECK(bom_images.status == 0);
+    CHECK(split(bom_images.out, '\n').size() == 1);
 }
 
 }  // namespace test_cli_tasks
