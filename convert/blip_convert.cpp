@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace {
@@ -171,8 +172,17 @@ int run(Arguments args) {
         return 0;
     }
 
+    std::error_code status_error;
+    const std::filesystem::file_status input_status = std::filesystem::status(args.input, status_error);
+    if (!std::filesystem::exists(input_status)) {
+        const std::string reason = status_error ? status_error.message() : std::string("not found");
+        throw blip::Error("cannot read " + args.input + ": " + reason +
+                          ". The input must be a Hugging Face model folder or a checkpoint file (.pth, .bin or "
+                          ".safetensors)");
+    }
+
     blip::convert::ConvertReport report;
-    if (std::filesystem::is_directory(args.input)) {
+    if (std::filesystem::is_directory(input_status)) {
         if (!args.convert.config.empty())
             throw blip::Error("--config applies to checkpoint files; the folder " + args.input +
                               " has its own config.json");

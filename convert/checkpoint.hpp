@@ -144,6 +144,14 @@ inline std::uint64_t element_count(const std::vector<std::int64_t>& shape, const
     return count;
 }
 
+// Returns "cannot open PATH: REASON" for a file that std::ifstream failed to open. The C++
+// streams do not report why, so REASON is the errno that the C library's open() left, when
+// it left one. Set errno to 0 before opening.
+inline std::string cannot_open_message(const std::string& path, int error) {
+    return "cannot open " + path + ": " +
+           (error != 0 ? std::string(std::strerror(error)) : std::string("check that the file exists and is readable"));
+}
+
 // A whole file, read-only: memory-mapped where the platform has mmap, else read into memory.
 class MappedFile {
 public:
@@ -169,8 +177,9 @@ public:
         }
         ::close(fd);
 #else
+        errno = 0;
         std::ifstream in(path, std::ios::binary | std::ios::ate);
-        if (!in) throw Error("cannot open " + path);
+        if (!in) throw Error(cannot_open_message(path, errno));
         const std::streamoff length = in.tellg();
         if (length < 0) throw Error("cannot read " + path);
         buffer_.resize(static_cast<std::size_t>(length));
@@ -314,8 +323,9 @@ inline std::string folder_of(const std::string& path) {
 }
 
 inline std::string read_small_file(const std::string& path) {
+    errno = 0;
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("cannot open " + path);
+    if (!in) throw Error(cannot_open_message(path, errno));
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 

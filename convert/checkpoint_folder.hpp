@@ -5,14 +5,31 @@
 #include "pytorch_zip.hpp"
 #include "safetensors.hpp"
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace blip::convert {
 
-// Reads one checkpoint file, choosing the format by content: a zip archive is a
-// torch.save file, a name ending in ".index.json" is a shard index, a GGUF file or an empty
-// file is rejected, and anything else is read as safetensors.
+namespace detail {
+
+// Whether `path` ends in .pth, .pt or .bin (in any case), the names of torch.save files.
+inline bool has_pytorch_extension(const std::string& path) {
+    std::string extension = std::filesystem::path(path).extension().string();
+    std::transform(extension.begin(), extension.end(), extension.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return extension == ".pth" || extension == ".pt" || extension == ".bin";
+}
+
+}  // namespace detail
+
+// Reads one checkpoint file. A name ending in ".index.json" is a shard index. Otherwise the
+// content picks the reader: a zip archive is a torch.save file, and a GGUF file or an empty
+// file is rejected. Any other file named *.pth, *.pt or *.bin is rejected as not a torch.save
+// zip archive, and the rest are read as safetensors.
 inline Checkpoint read_checkpoint_file(const std::string& path) {
     auto ends_with = [&](const std::string& suffix) {
         return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -24,8 +41,9 @@ inline Checkpoint read_checkpoint_file(const std::string& path) {
             return read_checkpoint_file(shard);
         });
     }
+    errno = 0;
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("cannot open " + path);
+    if (!in) throw Error(detail::cannot_open_message(path, errno));
     char magic[4] = {};
     in.read(magic, 4);
     if (in.gcount() == 0) throw Error(path + ": the file is empty, expected a checkpoint (safetensors or torch.save)");
@@ -34,6 +52,16 @@ inline Checkpoint read_checkpoint_file(const std::string& path) {
     if (in.gcount() == 4 && std::string(magic, 4) == "GGUF")
         throw Error(path + ": is already a GGUF model file. blip-convert reads transformers folders, safetensors and "
                     "torch.save checkpoints, and blip-convert --info shows what a GGUF file contains");
+    if (detail::has_pytorch_extension(path)) {
+        // A pickle PROTO opcode (0x80, then a protocol of 5 or lower) starts a legacy torch.save
+        // file, which read_pytorch_zip rejects with its own message.
+        const bool legacy = in.gcount() >= 2 && static_cast<unsigned char>(magic[0]) == 0x80 &&
+                            static_cast<unsigned char>(magic[1]) <= 5;
+        if (legacy) return read_pytorch_zip(path);
+        throw Error(path + " is not a PyTorch checkpoint because it does not start with a zip archive header "
+                    "(torch.save writes zip archives since PyTorch 1.6). Check that the file is complete and is "
+                    "not a saved web page or a Git LFS pointer");
+    }
     return read_safetensors(path);
 }
 

@@ -8,6 +8,7 @@
 #include "support/golden.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -908,6 +909,41 @@ TEST_CASE("gguf and empty inputs rejected") {
     write_bytes(dir / "empty.pth", Bytes{});
     const std::string empty_error = error_of([&] { read_checkpoint_file((dir / "empty.pth").string()); });
     CHECK(contains(empty_error, "the file is empty, expected a checkpoint"));
+}
+
+TEST_CASE("pytorch names that are not zip archives") {
+    const fs::path dir = blip_test::scratch_dir("checkpoint-pytorch-names");
+    auto error_for = [&](const std::string& name, const Bytes& bytes) {
+        write_bytes(dir / name, bytes);
+        return error_of([&] { read_checkpoint_file((dir / name).string()); });
+    };
+
+    Bytes text;
+    append(text, "not a zip archive, only text\n");
+    for (const char* name : {"fake.pth", "fake.pt", "FAKE.BIN"}) {
+        CAPTURE(name);
+        const std::string message = error_for(name, text);
+        CHECK(contains(message, std::string(name) + " is not a PyTorch checkpoint"));
+        CHECK(contains(message, "does not start with a zip archive header"));
+        CHECK(!contains(message, "safetensors"));
+    }
+    const std::string short_message = error_for("short.bin", Bytes{1, 0, 0});
+    CHECK(contains(short_message, "short.bin is not a PyTorch checkpoint"));
+    CHECK(!contains(short_message, "too short"));
+
+    // A legacy torch.save file keeps the legacy message, and other names are still read as safetensors.
+    CHECK(contains(error_for("legacy.pth", read_bytes(fixture("legacy_format.pth"))), "legacy"));
+    CHECK(contains(error_for("fake.safetensors", text), "header length"));
+}
+
+TEST_CASE("missing checkpoint files name the reason") {
+    const fs::path dir = blip_test::scratch_dir("checkpoint-missing");
+    const std::string reason = std::strerror(ENOENT);
+    const std::string file_error = error_of([&] { read_checkpoint_file((dir / "missing.pth").string()); });
+    CHECK(contains(file_error, "cannot open " + (dir / "missing.pth").string() + ": " + reason));
+    const std::string index_error =
+        error_of([&] { read_safetensors_sharded((dir / "model.safetensors.index.json").string()); });
+    CHECK(contains(index_error, "model.safetensors.index.json: " + reason));
 }
 
 }  // namespace test_checkpoint

@@ -11,6 +11,7 @@
 
 #include <sys/wait.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <set>
 #include <sstream>
 
+#include "support/command.hpp"
 #include "support/errors.hpp"
 #include "support/golden.hpp"
 #include "support/golden_models.hpp"
@@ -754,6 +756,38 @@ TEST_CASE("blip-convert command line") {
     CHECK(stderr_text().find("blip-convert: error: no output file given") == 0);
     CHECK(run("--type f8 x -o y") == 2);
     CHECK(run("--bogus") == 2);
+}
+
+TEST_CASE("blip-convert explains unreadable inputs") {
+    const fs::path binary = fs::path(BLIP_BINARY_DIR) / "convert" / "blip-convert";
+    if (!fs::exists(binary)) {
+        blip_test::skip_case("blip-convert is not built at " + binary.string());
+        return;
+    }
+    const fs::path dir = fresh_dir("unreadable-inputs");
+    const std::string output = (dir / "out.gguf").string();
+
+    const auto missing = blip_test::run_command(dir, binary.string() + " " + (dir / "missing-dir").string() + " -o " + output);
+    CAPTURE(missing.err);
+    CHECK(missing.status == 1);
+    CHECK(missing.err.find("missing-dir: " + std::string(std::strerror(ENOENT))) != std::string::npos);
+    CHECK(missing.err.find("a Hugging Face model folder or a checkpoint file") != std::string::npos);
+
+    std::ofstream(dir / "fake.pth") << "not a zip archive, only text\n";
+    const auto text = blip_test::run_command(dir, binary.string() + " " + (dir / "fake.pth").string() + " -o " + output);
+    CAPTURE(text.err);
+    CHECK(text.status == 1);
+    CHECK(text.err.find("fake.pth is not a PyTorch checkpoint") != std::string::npos);
+    CHECK(text.err.find("zip archive header") != std::string::npos);
+    CHECK(text.err.find("safetensors") == std::string::npos);
+
+    std::ofstream(dir / "short.bin") << "abc";
+    const auto short_file = blip_test::run_command(dir, binary.string() + " " + (dir / "short.bin").string() + " -o " + output);
+    CAPTURE(short_file.err);
+    CHECK(short_file.status == 1);
+    CHECK(short_file.err.find("short.bin is not a PyTorch checkpoint") != std::string::npos);
+    CHECK(short_file.err.find("safetensors") == std::string::npos);
+    CHECK(!fs::exists(output));
 }
 
 }  // namespace test_convert
