@@ -5,6 +5,10 @@
 // are mirrored.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <string>
@@ -97,6 +101,37 @@ int run_tool(std::vector<std::string> arguments) {
     std::vector<char*> argv;
     for (std::string& argument : all) argv.push_back(argument.data());
     return capfilt::run_capfilt(capfilt::parse_options(static_cast<int>(argv.size()), argv.data()));
+}
+
+// Sends standard error (file descriptor 2), where capfilt::log() writes, to `path` while it
+// lives, so a test can read the tool's log lines.
+class StderrToFile {
+public:
+    explicit StderrToFile(const fs::path& path) {
+        std::fflush(stderr);
+        saved_ = ::dup(2);
+        const int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        REQUIRE(saved_ >= 0);
+        REQUIRE(file >= 0);
+        ::dup2(file, 2);
+        ::close(file);
+    }
+    ~StderrToFile() {
+        std::fflush(stderr);
+        ::dup2(saved_, 2);
+        ::close(saved_);
+    }
+    StderrToFile(const StderrToFile&) = delete;
+    StderrToFile& operator=(const StderrToFile&) = delete;
+
+private:
+    int saved_ = -1;
+};
+
+std::size_t count_occurrences(const std::string& text, const std::string& part) {
+    std::size_t count = 0;
+    for (std::size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++count;
+    return count;
 }
 
 std::vector<Json> read_jsonl(const fs::path& path) {
@@ -515,6 +550,29 @@ TEST_CASE("capfilt mirrors webdataset shards") {
     const auto modified = fs::last_write_time(output / "shard-000.tar");
     REQUIRE(run_tool({"--decoding", "greedy", "--prompt", "", "--threshold", "0.1", "-o", output.string(), inputs.string()}) == 0);
     CHECK(fs::last_write_time(output / "shard-000.tar") == modified);
+
+    // A replaced input shard is redone, and the run logs the reason once.
+    {
+        capfilt::AtomicFile file(inputs / "shard-002.tar");
+        capfilt::TarWriter tar(file);
+        tar.add("000/a.png", image("cats.png"));
+        tar.add("000/a.txt", "two cats\n");
+        tar.finish();
+        file.commit();
+    }
+    const fs::path log_path = folder / "replaced-shard.log";
+    {
+        const StderrToFile capture(log_path);
+        REQUIRE(run_tool({"--decoding", "greedy", "--prompt", "", "--threshold", "0.1", "-o", output.string(),
+                          inputs.string()}) == 0);
+    }
+    const std::string log = blip_test::read_text(log_path);
+    CAPTURE(log);
+    CHECK(count_occurrences(log, "shard-002.tar changed since its output was written; processing it again") == 1);
+    CHECK(fs::last_write_time(output / "shard-000.tar") == modified);
+    CHECK(capfilt::list_tar(capfilt::ReadOnlyFile(output / "shard-002.tar")).members.size() == 3);
+    const Json redone = Json::parse(blip_test::read_text(output / "summary.json"));
+    CHECK(redone.at("input_errors").size() == 1);
 }
 
 }  // namespace test_capfilt_golden

@@ -88,7 +88,9 @@ public:
         std::vector<fs::path> pending;
         std::uint64_t pending_samples = 0;
         for (const fs::path& shard : selected_) {
-            if (shard_done(shard)) continue;
+            const ShardState state = shard_state(shard);
+            if (state == ShardState::kDone) continue;
+            log_redo_reason(shard, state);
             pending.push_back(shard);
             pending_samples += count_samples(shard);
         }
@@ -142,16 +144,33 @@ private:
     fs::path counts_path(const fs::path& input) const { return state_ / (input.filename().string() + ".json"); }
     fs::path lock_path(const fs::path& input) const { return state_ / (input.filename().string() + ".lock"); }
 
-    bool shard_done(const fs::path& input) const {
-        if (!fs::exists(output_path(input)) || !fs::exists(counts_path(input))) return false;
+    enum class ShardState {
+        kNotDone,        // no output or no counts file yet
+        kDone,           // output and counts written for the input as it is now
+        kInputChanged,   // the input's fingerprint differs from the one in its counts file
+        kInvalidCounts,  // the counts file is not valid JSON
+    };
+
+    // Checks the shard's output without logging, because a run checks each shard up to three
+    // times: when it lists the pending shards, under the shard's lock, and for the summary.
+    ShardState shard_state(const fs::path& input) const {
+        if (!fs::exists(output_path(input)) || !fs::exists(counts_path(input))) return ShardState::kNotDone;
         try {
             const auto counts = nlohmann::ordered_json::parse(read_file(counts_path(input)));
-            if (counts.value("input_fingerprint", "") == file_fingerprint(input)) return true;
-            log(input.string() + " changed since its output was written; processing it again");
+            if (counts.value("input_fingerprint", "") == file_fingerprint(input)) return ShardState::kDone;
+            return ShardState::kInputChanged;
         } catch (const nlohmann::json::exception&) {
-            log(counts_path(input).string() + " is not valid JSON; processing " + input.string() + " again");
+            return ShardState::kInvalidCounts;
         }
-        return false;
+    }
+
+    bool shard_done(const fs::path& input) const { return shard_state(input) == ShardState::kDone; }
+
+    void log_redo_reason(const fs::path& input, ShardState state) const {
+        if (state == ShardState::kInputChanged)
+            log(input.string() + " changed since its output was written; processing it again");
+        if (state == ShardState::kInvalidCounts)
+            log(counts_path(input).string() + " is not valid JSON; processing " + input.string() + " again");
     }
 
     static std::uint64_t count_samples(const fs::path& input) { return read_wds_shard(input).samples.size(); }
