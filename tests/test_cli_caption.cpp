@@ -20,11 +20,8 @@ using blip_test::run_command;
 
 TEST_CASE("blip-caption prints golden caption") {
     BLIP_REQUIRE_GOLDEN();
-    const fs::path binary = fs::path(BLIP_BINARY_DIR) / "examples" / "blip-caption";
-    if (!fs::exists(binary)) {
-        blip_test::skip_case("blip-caption is not built at " + binary.string());
-        return;
-    }
+    const fs::path binary = blip_test::built_tool("examples", "blip-caption");
+    if (binary.empty()) return;
     const fs::path dir = blip_test::scratch_dir("cli-caption");
     const fs::path model = blip_test::converted_golden_model("cli-caption", "tiny-caption");
     const nlohmann::json expected = blip_test::read_json(blip_test::golden_dir() / "expected" / "tiny-caption.json");
@@ -49,11 +46,8 @@ TEST_CASE("blip-caption prints golden caption") {
 
 TEST_CASE("blip-caption skips unreadable images") {
     BLIP_REQUIRE_GOLDEN();
-    const fs::path binary = fs::path(BLIP_BINARY_DIR) / "examples" / "blip-caption";
-    if (!fs::exists(binary)) {
-        blip_test::skip_case("blip-caption is not built at " + binary.string());
-        return;
-    }
+    const fs::path binary = blip_test::built_tool("examples", "blip-caption");
+    if (binary.empty()) return;
     const fs::path dir = blip_test::scratch_dir("cli-caption");
     const fs::path model = blip_test::converted_golden_model("cli-caption", "tiny-caption");
     const fs::path text_as_jpeg = dir / "notes.jpg";
@@ -69,11 +63,8 @@ TEST_CASE("blip-caption skips unreadable images") {
 }
 
 TEST_CASE("blip-caption usage errors") {
-    const fs::path binary = fs::path(BLIP_BINARY_DIR) / "examples" / "blip-caption";
-    if (!fs::exists(binary)) {
-        blip_test::skip_case("blip-caption is not built at " + binary.string());
-        return;
-    }
+    const fs::path binary = blip_test::built_tool("examples", "blip-caption");
+    if (binary.empty()) return;
     const fs::path dir = blip_test::scratch_dir("cli-caption-usage");
 
     const auto help = run_command(dir, binary.string() + " --help");

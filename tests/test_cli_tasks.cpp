@@ -27,12 +27,7 @@ fs::path scratch() { return blip_test::scratch_dir("cli-tasks"); }
 std::string tiny_model(const std::string& name) { return blip_test::converted_golden_model("cli-tasks", name); }
 
 // Returns the tool's path, or an empty string after marking the case skipped.
-std::string tool(const std::string& name) {
-    const fs::path binary = fs::path(BLIP_BINARY_DIR) / "examples" / name;
-    if (fs::exists(binary)) return binary.string();
-    blip_test::skip_case(name + " is not built at " + binary.string());
-    return {};
-}
+std::string tool(const std::string& name) { return blip_test::built_tool("examples", name).string(); }
 
 std::string shell_quoted(const std::string& text) {
     std::string out = "'";

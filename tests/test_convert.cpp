@@ -714,11 +714,8 @@ TEST_CASE("info prints metadata and tensors") {
 
 TEST_CASE("blip-convert command line") {
     BLIP_REQUIRE_GOLDEN();
-    const fs::path binary = fs::path(BLIP_BINARY_DIR) / "convert" / "blip-convert";
-    if (!fs::exists(binary)) {
-        blip_test::skip_case("blip-convert is not built at " + binary.string());
-        return;
-    }
+    const fs::path binary = blip_test::built_tool("convert", "blip-convert");
+    if (binary.empty()) return;
     const fs::path dir = fresh_dir("command-line");
     const auto run = [&](const std::string& arguments) {
         const std::string command = binary.string() + " " + arguments + " >" + (dir / "stdout").string() + " 2>" +
@@ -759,11 +756,8 @@ TEST_CASE("blip-convert command line") {
 }
 
 TEST_CASE("blip-convert explains unreadable inputs") {
-    const fs::path binary = fs::path(BLIP_BINARY_DIR) / "convert" / "blip-convert";
-    if (!fs::exists(binary)) {
-        blip_test::skip_case("blip-convert is not built at " + binary.string());
-        return;
-    }
+    const fs::path binary = blip_test::built_tool("convert", "blip-convert");
+    if (binary.empty()) return;
     const fs::path dir = fresh_dir("unreadable-inputs");
     const std::string output = (dir / "out.gguf").string();
 

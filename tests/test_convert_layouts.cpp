@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "support/command.hpp"
 #include "support/errors.hpp"
 #include "support/golden.hpp"
 #include "support/golden_models.hpp"
@@ -888,10 +889,7 @@ TEST_CASE("image size resizes position embedding") {
 
 TEST_CASE("blip-convert checkpoint files and types") {
     BLIP_REQUIRE_GOLDEN();
-    if (!fs::exists(convert_binary())) {
-        blip_test::skip_case("blip-convert is not built at " + convert_binary().string());
-        return;
-    }
+    if (blip_test::built_tool("convert", "blip-convert").empty()) return;
     const fs::path dir = fresh_dir("cli-types");
 
     RunResult result = run_convert("--help");
@@ -941,10 +939,7 @@ TEST_CASE("blip-convert checkpoint files and types") {
 
 TEST_CASE("blip-convert rejects damaged checkpoints") {
     BLIP_REQUIRE_GOLDEN();
-    if (!fs::exists(convert_binary())) {
-        blip_test::skip_case("blip-convert is not built at " + convert_binary().string());
-        return;
-    }
+    if (blip_test::built_tool("convert", "blip-convert").empty()) return;
     const fs::path dir = fresh_dir("cli-damaged");
     const std::string config = " --config " + model_dir("tiny-caption").string();
     const auto expect_rejected = [&](const std::string& input, const std::string& arguments,

@@ -31,4 +31,14 @@ inline CommandResult run_command(const std::filesystem::path& dir, const std::st
     return result;
 }
 
+// Returns the path of the tool `name` that this build writes to BLIP_BINARY_DIR/`folder`, or an
+// empty path after marking the case skipped when the tool is not built.
+inline std::filesystem::path built_tool(const std::string& folder, const std::string& name) {
+    const std::filesystem::path path = std::filesystem::path(BLIP_BINARY_DIR) / folder / name;
+    if (std::filesystem::exists(path)) return path;
+    skip_case(name + " is not built at " + path.string() + " (build it with: cmake --build " + BLIP_BINARY_DIR +
+              " --target " + name + ")");
+    return {};
+}
+
 }  // namespace blip_test
