@@ -1,4 +1,5 @@
-// Runs a command-line tool through the shell and captures what it printed.
+// Finds the command-line tools that the build wrote, runs them through the shell and captures
+// what they printed.
 #pragma once
 
 #include <sys/wait.h>
