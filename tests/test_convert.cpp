@@ -9,8 +9,6 @@
 #include <blip/model/metadata.hpp>
 #include <blip/model/vision.hpp>
 
-#include <sys/wait.h>
-
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -717,11 +715,9 @@ TEST_CASE("blip-convert command line") {
     const fs::path binary = blip_test::built_tool("convert", "blip-convert");
     if (binary.empty()) return;
     const fs::path dir = fresh_dir("command-line");
+    // blip_test::run_command leaves the output in dir/stdout and dir/stderr.
     const auto run = [&](const std::string& arguments) {
-        const std::string command = binary.string() + " " + arguments + " >" + (dir / "stdout").string() + " 2>" +
-                                    (dir / "stderr").string();
-        const int status = std::system(command.c_str());
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        return blip_test::run_command(dir, binary.string() + " " + arguments).status;
     };
     const auto stdout_text = [&] { return blip_test::read_text(dir / "stdout"); };
     const auto stderr_text = [&] { return blip_test::read_text(dir / "stderr"); };

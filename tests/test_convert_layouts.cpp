@@ -14,7 +14,6 @@
 #include <blip/model/vision.hpp>
 #include <blip/quant/quantize.hpp>
 
-#include <sys/wait.h>
 
 #include <chrono>
 #include <cmath>
@@ -141,24 +140,12 @@ std::vector<float> golden_pixels(const std::string& image) {
 }
 
 // Result of one blip-convert run.
-struct RunResult {
-    int status = -1;
-    std::string out;
-    std::string err;
-};
+using RunResult = blip_test::CommandResult;
 
 fs::path convert_binary() { return fs::path(BLIP_BINARY_DIR) / "convert" / "blip-convert"; }
 
 RunResult run_convert(const std::string& arguments) {
-    const fs::path dir = blip_test::scratch_dir("convert_layouts");
-    const std::string command = convert_binary().string() + " " + arguments + " >" + (dir / "cli.stdout").string() +
-                                " 2>" + (dir / "cli.stderr").string();
-    const int status = std::system(command.c_str());
-    RunResult result;
-    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = blip_test::read_text(dir / "cli.stdout");
-    result.err = blip_test::read_text(dir / "cli.stderr");
-    return result;
+    return blip_test::run_command(blip_test::scratch_dir("convert_layouts"), convert_binary().string() + " " + arguments);
 }
 
 using blip_test::copy_writable;
