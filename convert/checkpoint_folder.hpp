@@ -16,7 +16,7 @@ namespace blip::convert {
 
 namespace detail {
 
-// Whether `path` ends in .pth, .pt or .bin (in any case), the names of torch.save files.
+// Returns whether `path` ends in .pth, .pt or .bin (in any case), the names of torch.save files.
 inline bool has_pytorch_extension(const std::string& path) {
     std::string extension = std::filesystem::path(path).extension().string();
     std::transform(extension.begin(), extension.end(), extension.begin(),

@@ -28,7 +28,7 @@ sanitized_tests="test_gguf|test_image|test_checkpoint|test_convert|test_convert_
 # -O1 with line tables compiles in about half the time of RelWithDebInfo, and the
 # sanitizer reports still name file and line.
 cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DBLIP_SANITIZE=ON
-# blip_input_checks is blip_input_tests and the blip-convert binary that its conversion
+# blip_input_checks builds blip_input_tests and the blip-convert binary that its conversion
 # suites run on bad files.
 cmake --build build/sanitize -j "$jobs" --target blip_input_checks
 ctest --test-dir build/sanitize --output-on-failure -R "^(${sanitized_tests})$"

@@ -911,7 +911,7 @@ TEST_CASE("gguf and empty inputs rejected") {
     CHECK(contains(empty_error, "the file is empty, expected a checkpoint"));
 }
 
-TEST_CASE("pytorch names that are not zip archives") {
+TEST_CASE("non-zip pytorch files rejected") {
     const fs::path dir = blip_test::scratch_dir("checkpoint-pytorch-names");
     auto error_for = [&](const std::string& name, const Bytes& bytes) {
         write_bytes(dir / name, bytes);

@@ -460,7 +460,7 @@ TEST_CASE("invalid generation settings are rejected") {
     CHECK_THROWS_AS(model.generate(embeds, {}, wide), blip::Error);
 }
 
-TEST_CASE("sequences longer than the positions are rejected") {
+TEST_CASE("overlong sequences rejected before decoding") {
     BLIP_REQUIRE_GOLDEN();
     const blip::Captioner& captioner = tiny_pipeline();
     const std::int64_t positions = captioner.config().text.max_position_embeddings;

@@ -101,7 +101,7 @@ TEST_CASE("config round trip") {
     CHECK(back.preprocess.image_std[2] == 0.27577711f);
 }
 
-TEST_CASE("gguf writer follows links and rejects special files") {
+TEST_CASE("writer follows links, rejects special files") {
     namespace fs = std::filesystem;
     const fs::path dir = blip_test::scratch_dir("gguf") / "outputs";
     fs::remove_all(dir);

@@ -151,8 +151,9 @@ private:
         kInvalidCounts,  // the counts file is not valid JSON
     };
 
-    // Checks the shard's output without logging, because a run checks each shard up to three
-    // times: when it lists the pending shards, under the shard's lock, and for the summary.
+    // Returns the state of the shard's output without logging, because a run checks each shard
+    // up to three times: when it lists the pending shards, under the shard's lock, and for the
+    // summary.
     ShardState shard_state(const fs::path& input) const {
         if (!fs::exists(output_path(input)) || !fs::exists(counts_path(input))) return ShardState::kNotDone;
         try {

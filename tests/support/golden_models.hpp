@@ -10,7 +10,7 @@
 
 namespace blip_test {
 
-// An empty folder scratch_dir(`suite`)/`name`, without what an earlier run left there.
+// Returns the folder scratch_dir(`suite`)/`name`, emptied of what an earlier run left there.
 inline fs::path fresh_scratch_dir(const std::string& suite, const std::string& name) {
     const fs::path dir = scratch_dir(suite) / name;
     fs::remove_all(dir);
