@@ -157,9 +157,7 @@ int main(int argc, char** argv) {
     try {
         blip::set_num_threads(options.threads);
         const blip::QuestionAnswerer answerer = blip::QuestionAnswerer::open(options.model);
-        // Fail before the first question when answers cannot fit the answer decoder ([DEC] first).
-        blip::check_generation_config(options.generate.generation);
-        blip::check_sequence_fits(options.generate.generation, 1, answerer.config().text.max_position_embeddings);
+        answerer.check_options(options.generate);
         blip::AnswerList answers;
         if (!options.answers_file.empty()) {
             answers = answerer.prepare_answers(blip_cli::read_string_list(options.answers_file));

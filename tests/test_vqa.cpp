@@ -343,6 +343,18 @@ TEST_CASE("vqa rejects invalid input") {
     mismatched.texts = {"yes", "no"};
     mismatched.decoder_ids = {{tokens.bos, 2748, tokens.sep}};
     CHECK_THROWS_AS(answerer.rank_embeds(embeds, "what is this?", mismatched), blip::Error);
+
+    // Answers start with [DEC] alone, so max_length may be one more than the positions.
+    const std::int64_t positions = model.config.text.max_position_embeddings;
+    blip::VqaOptions longest;
+    longest.generation.max_length = positions + 1;
+    answerer.check_options(longest);
+    blip::VqaOptions too_long_answer;
+    too_long_answer.generation.max_length = positions + 2;
+    CHECK_THROWS_AS(answerer.check_options(too_long_answer), blip::Error);
+    blip::VqaOptions no_beams;
+    no_beams.generation.num_beams = 0;
+    CHECK_THROWS_AS(answerer.check_options(no_beams), blip::Error);
 }
 
 TEST_CASE("vqa model rejects other tasks") {

@@ -79,6 +79,15 @@ public:
     const BlipForQuestionAnswering& model() const { return *model_; }
     const Tokenizer& tokenizer() const { return *tokenizer_; }
 
+    // Throws blip::Error when `options` cannot answer with this model: invalid generation
+    // settings, or a max_length that needs more positions than the answer decoder has.
+    // Answering checks the same, so tools call this only to fail before their first question.
+    void check_options(const VqaOptions& options) const {
+        check_generation_config(options.generation);
+        // Answers start with [DEC] alone: the question reaches the decoder through cross-attention.
+        check_sequence_fits(options.generation, 1, config().text.max_position_embeddings);
+    }
+
     // Preprocesses `image` into the model's input, float CHW.
     std::vector<float> pixel_values(const ImageU8& image) const { return preprocess_image(image, config().preprocess); }
 
