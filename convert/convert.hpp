@@ -126,9 +126,10 @@ inline void check_task_widths(const BlipConfig& config, const std::string& sourc
                     " differs from vision_config.hidden_size " + std::to_string(config.vision.hidden_size) +
                     ", but the text cross-attends to the image embeddings");
     if (config.task == Task::Vqa && config.text.encoder_hidden_size != config.text.hidden_size)
-        throw Error(source + ": a VQA model's answer decoder cross-attends to the question encoding, so " +
-                    "text_config.encoder_hidden_size " + std::to_string(config.text.encoder_hidden_size) +
-                    " must equal text_config.hidden_size " + std::to_string(config.text.hidden_size));
+        throw Error(source + ": a VQA model's answer decoder cross-attends to the question encoding through " +
+                    "layers of the vision width, so vision_config.hidden_size " +
+                    std::to_string(config.text.encoder_hidden_size) + " must equal text_config.hidden_size " +
+                    std::to_string(config.text.hidden_size));
 }
 
 // Throws unless the output can be created: its folder must exist, and the path must not be a
@@ -256,12 +257,13 @@ inline std::int64_t position_grid(const SourceTensor& position) {
     return grid * grid == positions ? grid : 0;
 }
 
-// Checks an --image-size value against the configuration's patch size.
+// Checks an image size against the configuration's patch size. A size that is not a multiple
+// of the patch size is valid, because the grid has image_size / patch_size patches per side,
+// rounded down, as in transformers' BlipVisionEmbeddings.
 inline void check_image_size(std::int64_t image_size, const VisionConfig& vision) {
-    if (image_size < vision.patch_size || image_size > kMaxImageSize || image_size % vision.patch_size != 0)
-        throw Error("image size " + std::to_string(image_size) + " must be a multiple of the patch size " +
-                    std::to_string(vision.patch_size) + " between " + std::to_string(vision.patch_size) + " and " +
-                    std::to_string(kMaxImageSize));
+    if (image_size < vision.patch_size || image_size > kMaxImageSize)
+        throw Error("image size " + std::to_string(image_size) + " must be between the patch size " +
+                    std::to_string(vision.patch_size) + " and " + std::to_string(kMaxImageSize));
 }
 
 // Sets the model's input size to `image_size` pixels per side, for the vision tower and
@@ -271,11 +273,13 @@ inline void set_image_size(BlipConfig& config, std::int64_t image_size) {
     config.preprocess.height = config.preprocess.width = image_size;
 }
 
-inline std::string resize_note(std::int64_t old_grid, std::int64_t new_grid, std::int64_t patch_size) {
+// Describes a resize of the position embedding from `old_grid` to `new_grid` patches per side,
+// for images of `old_size` and `new_size` pixels per side.
+inline std::string resize_note(std::int64_t old_grid, std::int64_t new_grid, std::int64_t old_size,
+                               std::int64_t new_size) {
     return "position embedding resized from " + std::to_string(old_grid) + "x" + std::to_string(old_grid) + " to " +
            std::to_string(new_grid) + "x" + std::to_string(new_grid) + " patches (image size " +
-           std::to_string(old_grid * patch_size) + " to " + std::to_string(new_grid * patch_size) +
-           " pixels) by bicubic interpolation";
+           std::to_string(old_size) + " to " + std::to_string(new_size) + " pixels) by bicubic interpolation";
 }
 
 // The origin of a model's configuration, for messages: `path` leads errors about its
@@ -365,9 +369,13 @@ inline ConvertReport convert_folder(const ConvertOptions& options) {
         const std::int64_t new_grid = options.image_size / config.vision.patch_size;
         if (position && position->shape == std::vector<std::int64_t>{1, config.vision.num_positions(),
                                                                       config.vision.hidden_size}) {
-            report.notes.push_back(detail::resize_note(detail::position_grid(*position), new_grid,
-                                                       config.vision.patch_size));
-            checkpoint = resize_position_embedding(std::move(checkpoint), name, new_grid);
+            const std::int64_t old_grid = detail::position_grid(*position);
+            // Sizes that are not a multiple of the patch size can share a grid, which then stays.
+            if (old_grid != new_grid) {
+                report.notes.push_back(detail::resize_note(old_grid, new_grid, config.vision.image_size,
+                                                           options.image_size));
+                checkpoint = resize_position_embedding(std::move(checkpoint), name, new_grid);
+            }
             detail::set_image_size(config, options.image_size);
         }
     }
@@ -424,8 +432,11 @@ inline ConvertReport convert_checkpoint_file(const ConvertOptions& options) {
     if (stored_grid == 0)
         throw Error(options.input_file + ": position embedding " + position->name + " has shape " +
                     detail::format_shape(position->shape) + ", expected [1, 1 + grid^2, width]");
+    // The checkpoint stores a grid, not an image size, so the note gives the smallest image
+    // size of that grid.
     if (stored_grid != new_grid)
-        report.notes.push_back(detail::resize_note(stored_grid, new_grid, config.vision.patch_size));
+        report.notes.push_back(
+            detail::resize_note(stored_grid, new_grid, stored_grid * config.vision.patch_size, image_size));
 
     if (original) {
         checkpoint = map_original_names(std::move(checkpoint), config.task, &report.ignored, image_size);

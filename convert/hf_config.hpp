@@ -194,9 +194,11 @@ inline VisionConfig parse_vision_config(const JsonObject& json) {
     if (vision.hidden_size % vision.num_attention_heads != 0)
         throw Error(json.describe("hidden_size") + " = " + std::to_string(vision.hidden_size) +
                     " is not a multiple of num_attention_heads " + std::to_string(vision.num_attention_heads));
-    if (vision.image_size % vision.patch_size != 0)
+    // transformers takes (image_size // patch_size)^2 patches, so an image size that is not a
+    // multiple of the patch size is valid. The convolution skips the pixels past the last patch.
+    if (vision.image_size < vision.patch_size)
         throw Error(json.describe("image_size") + " = " + std::to_string(vision.image_size) +
-                    " is not a multiple of patch_size " + std::to_string(vision.patch_size));
+                    " is smaller than patch_size " + std::to_string(vision.patch_size) + ", so it holds no patch");
     if (vision.num_channels > 4)
         throw Error(json.describe("num_channels") + " = " + std::to_string(vision.num_channels) +
                     " is out of range 1..4");
@@ -251,6 +253,14 @@ inline ConfigTokenIds parse_model_config(const Json& json, const std::string& so
     const JsonObject text = root.object("text_config");
     model.config.vision = parse_vision_config(root.object("vision_config"));
     model.config.text = parse_text_config(text);
+    // transformers' BlipConfig sets text_config.encoder_hidden_size to the vision width, whatever
+    // config.json holds, because the text cross-attends to the image embeddings.
+    const std::int64_t vision_width = model.config.vision.hidden_size;
+    if (const auto stored = text.optional_integer("encoder_hidden_size"); stored && *stored != vision_width)
+        model.warnings.push_back(text.describe("encoder_hidden_size") + " = " + std::to_string(*stored) +
+                                 " is ignored; the cross-attention reads vision_config.hidden_size = " +
+                                 std::to_string(vision_width) + " values, as in transformers' BlipConfig");
+    model.config.text.encoder_hidden_size = vision_width;
     model.config.image_text_hidden_size = root.size("image_text_hidden_size", 256);
 
     ConfigTokenIds ids;

@@ -192,7 +192,8 @@ inline Checkpoint resize_position_embedding(Checkpoint checkpoint, const std::st
 // transformers counterpart, or if the checkpoint lacks the modules the task needs.
 //
 // `image_size` 0 keeps the position embedding as stored. A positive `image_size`
-// resizes it to image_size / patch_size patches per side when the stored grid differs,
+// resizes it to image_size / patch_size patches per side (rounded down, as BLIP's ViT
+// counts them) when the stored grid differs,
 // as Salesforce's loader does: model_base_capfilt_large.pth is stored at 224 pixels and
 // model_base_vqa_capfilt_large.pth at 480, while transformers' converted models use 384.
 inline Checkpoint map_original_names(Checkpoint original, Task task, std::vector<std::string>* ignored,
@@ -248,8 +249,8 @@ inline Checkpoint map_original_names(Checkpoint original, Task task, std::vector
         throw Error(original.source + ": patch embedding has shape " + detail::format_shape(patch->shape) +
                     ", expected [width, channels, patch, patch]");
     const std::int64_t patch_size = patch->shape[2];
-    if (image_size % patch_size != 0)
-        throw Error("image size " + std::to_string(image_size) + " is not a multiple of the patch size " +
+    if (image_size < patch_size)
+        throw Error("image size " + std::to_string(image_size) + " is smaller than the patch size " +
                     std::to_string(patch_size) + " of " + original.source);
     const std::int64_t new_grid = image_size / patch_size;
 

@@ -861,12 +861,27 @@ TEST_CASE("image size resizes position embedding") {
     CHECK(contains(report.notes.back(), "from 4x4 to 6x6 patches"));
     check_resized(dir / "config96.gguf");
 
-    for (const std::int64_t size : {100, 8, 8208}) {
+    // A size that is not a multiple of the patch size takes the whole patches that fit, as
+    // transformers does, so 100 pixels hold 6x6 patches of 16.
+    options.image_size = 100;
+    options.output_path = (dir / "size100.gguf").string();
+    report = blip::convert::convert_folder(options);
+    REQUIRE(report.notes.size() == 1);
+    CHECK(contains(report.notes[0], "from 4x4 to 6x6 patches (image size 64 to 100 pixels)"));
+    {
+        const auto file = blip::gguf::File::open(options.output_path);
+        CHECK(blip::read_config(*file).vision.image_size == 100);
+        CHECK(file->tensor("vision_model.embeddings.position_embedding").shape == std::vector<std::int64_t>{1, 37, 48});
+        const blip::BlipForConditionalGeneration model(file);
+        CHECK(model.vision_model.forward(std::vector<float>(3 * 100 * 100, 0.25f)).size() == 37 * 48);
+    }
+
+    for (const std::int64_t size : {8, 8208}) {
         CAPTURE(size);
         options.image_size = size;
         options.output_path = (dir / "bad.gguf").string();
         CHECK(contains(error_of([&] { blip::convert::convert_folder(options); }),
-                       "must be a multiple of the patch size 16 between 16 and 8192"));
+                       "must be between the patch size 16 and 8192"));
         CHECK(!fs::exists(dir / "bad.gguf"));
     }
 }

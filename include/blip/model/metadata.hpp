@@ -166,9 +166,9 @@ inline BlipConfig read_config(const gguf::File& file) {
     if (vision.hidden_size % vision.num_attention_heads != 0)
         throw Error(file.name() + ": vision hidden_size " + std::to_string(vision.hidden_size) +
                     " is not a multiple of num_attention_heads " + std::to_string(vision.num_attention_heads));
-    if (vision.image_size % vision.patch_size != 0)
+    if (vision.image_size < vision.patch_size)
         throw Error(file.name() + ": vision image_size " + std::to_string(vision.image_size) +
-                    " is not a multiple of patch_size " + std::to_string(vision.patch_size));
+                    " is smaller than patch_size " + std::to_string(vision.patch_size) + ", so it holds no patch");
 
     TextConfig& text = config.text;
     text.vocab_size = read_size(file, keys::kTextVocabSize);
