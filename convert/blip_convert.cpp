@@ -204,9 +204,13 @@ int run(Arguments args) {
         for (const std::string& name : report.ignored) std::cout << "ignored tensor: " << name << "\n";
         for (const std::string& fallback : report.fallbacks) std::cout << "fallback type: " << fallback << "\n";
     } else {
-        if (!report.ignored.empty())
+        if (report.ignored.size() == 1)
+            std::cout << "1 checkpoint tensor is not used by the model (--verbose names it)\n";
+        else if (!report.ignored.empty())
             std::cout << report.ignored.size() << " checkpoint tensors are not used by the model (--verbose lists them)\n";
-        if (!report.fallbacks.empty())
+        if (report.fallbacks.size() == 1)
+            std::cout << "1 tensor has rows that do not fit the requested type and uses another (--verbose names it)\n";
+        else if (!report.fallbacks.empty())
             std::cout << report.fallbacks.size()
                       << " tensors have rows that do not fit the requested type and use another (--verbose lists them)\n";
     }

@@ -5,6 +5,7 @@
 // And the erf, GELU and exp approximations against libm.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -564,7 +565,9 @@ TEST_CASE("attention kernels of every level equal their scalar reference") {
             CAPTURE(dim);
             CAPTURE(keys);
             const auto query = random_values(static_cast<std::size_t>(dim), 5, 2.0f);
-            const auto key = random_values(static_cast<std::size_t>(keys * key_stride), 6, 2.0f);
+            // At least 4 key rows, because up to 4 query rows below are key rows.
+            const auto key =
+                random_values(static_cast<std::size_t>(std::max<std::int64_t>(keys, 4) * key_stride), 6, 2.0f);
             auto bias = random_values(static_cast<std::size_t>(keys), 7, 3.0f);
             bias[0] = -10000.0f;
             const auto p = random_values(static_cast<std::size_t>(4 * keys), 8);
