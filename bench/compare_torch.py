@@ -138,7 +138,8 @@ def load_manifest(model_name):
 def import_demo_modules():
     if not (DEMO_DIR / "model.py").is_file():
         raise SystemExit(f"{DEMO_DIR / 'model.py'} not found: compare_torch.py uses its BLIP module tree")
-    sys.path.insert(0, str(DEMO_DIR))
+    if str(DEMO_DIR) not in sys.path:
+        sys.path.insert(0, str(DEMO_DIR))
     import model as blip_modules  # noqa: E402  (examples/train_demo/model.py)
 
     return blip_modules
@@ -288,32 +289,6 @@ def greedy_forced(decoder, image_embeds, tokens):
     return ids[0].tolist(), step_seconds
 
 
-class BeamHypotheses:
-    """Finished hypotheses of one batch row, as transformers 4.30.2's BeamHypotheses keeps them."""
-
-    def __init__(self, num_beams, length_penalty):
-        self.num_beams = num_beams
-        self.length_penalty = length_penalty
-        self.beams = []
-        self.worst_score = 1e9
-
-    def add(self, tokens, sum_logprobs):
-        score = sum_logprobs / (len(tokens) ** self.length_penalty)
-        if len(self.beams) < self.num_beams or score > self.worst_score:
-            self.beams.append((score, tokens))
-            if len(self.beams) > self.num_beams:
-                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
-                del self.beams[ranked[0][1]]
-                self.worst_score = ranked[1][0]
-            else:
-                self.worst_score = min(score, self.worst_score)
-
-    def is_done(self, best_sum_logprobs, cur_len):
-        if len(self.beams) < self.num_beams:
-            return False
-        return self.worst_score >= best_sum_logprobs / cur_len**self.length_penalty
-
-
 def beam_search(decoder, image_embeds, num_beams, max_length, min_length, length_penalty=1.0):
     """transformers 4.30.2 beam search for one image; returns the best sequence, [DEC] first."""
     import torch
@@ -323,7 +298,7 @@ def beam_search(decoder, image_embeds, num_beams, max_length, min_length, length
     ids = torch.full((num_beams, 1), BOS_ID, dtype=torch.long)
     beam_scores = torch.zeros(num_beams)
     beam_scores[1:] = -1e9
-    hypotheses = BeamHypotheses(num_beams, length_penalty)
+    hypotheses = import_demo_modules().BeamHypotheses(num_beams, length_penalty)
     past = None
     done = False
     while ids.shape[1] < max_length:

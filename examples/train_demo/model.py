@@ -332,6 +332,35 @@ def greedy_decode(decoder, encoder_states, encoder_mask, bos_id, eos_id, pad_id,
     return ids
 
 
+class BeamHypotheses:
+    """Finished hypotheses of one beam search, kept and ranked as transformers 4.30.2 does.
+
+    is_done follows early_stopping=False, the default of BLIP's configurations.
+    """
+
+    def __init__(self, num_beams, length_penalty):
+        self.num_beams = num_beams
+        self.length_penalty = length_penalty
+        self.beams = []
+        self.worst_score = 1e9
+
+    def add(self, tokens, sum_logprobs):
+        score = sum_logprobs / (len(tokens) ** self.length_penalty)
+        if len(self.beams) < self.num_beams or score > self.worst_score:
+            self.beams.append((score, tokens))
+            if len(self.beams) > self.num_beams:
+                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
+                del self.beams[ranked[0][1]]
+                self.worst_score = ranked[1][0]
+            else:
+                self.worst_score = min(score, self.worst_score)
+
+    def is_done(self, best_sum_logprobs, cur_len):
+        if len(self.beams) < self.num_beams:
+            return False
+        return self.worst_score >= best_sum_logprobs / cur_len**self.length_penalty
+
+
 # ----------------------------------------------------------------------------------------
 # Tokenizer: BERT basic tokenization (lowercase, split on spaces and punctuation) followed by
 # WordPiece. The demo vocabulary contains whole words only, so WordPiece reduces to a lookup.

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(REPOSITORY, "examples", "train_demo"))
 from model import (  # noqa: E402
+    BeamHypotheses,
     BlipTextLMHeadModel,
     BlipTextModel,
     BlipVisionModel,
@@ -293,31 +294,6 @@ def greedy_search(decoder, states, prefix, eos, pad, max_length, min_length=0, r
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
         done = token == eos
     return ids[0].tolist()
-
-
-class BeamHypotheses:
-    def __init__(self, num_beams, length_penalty):
-        self.num_beams = num_beams
-        self.length_penalty = length_penalty
-        self.beams = []
-        self.worst_score = 1e9
-
-    def add(self, hyp, sum_logprobs):
-        score = sum_logprobs / (len(hyp) ** self.length_penalty)
-        if len(self.beams) < self.num_beams or score > self.worst_score:
-            self.beams.append((score, hyp))
-            if len(self.beams) > self.num_beams:
-                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
-                del self.beams[ranked[0][1]]
-                self.worst_score = ranked[1][0]
-            else:
-                self.worst_score = min(score, self.worst_score)
-
-    def is_done(self, best_sum_logprobs, cur_len):
-        # early_stopping=False, the default of BLIP's configs.
-        if len(self.beams) < self.num_beams:
-            return False
-        return self.worst_score >= best_sum_logprobs / cur_len ** self.length_penalty
 
 
 @torch.no_grad()
