@@ -121,14 +121,16 @@ inline Task detect_task(const Checkpoint& checkpoint, const std::optional<Task>&
 
 // Checks the widths that the model's attention layers connect.
 inline void check_task_widths(const BlipConfig& config, const std::string& source) {
+    // parse_model_config sets the cross-attention width to the vision width, so this guards
+    // configurations built in code.
     if (config.text.encoder_hidden_size != config.vision.hidden_size)
         throw Error(source + ": text_config.encoder_hidden_size " + std::to_string(config.text.encoder_hidden_size) +
                     " differs from vision_config.hidden_size " + std::to_string(config.vision.hidden_size) +
                     ", but the text cross-attends to the image embeddings");
-    if (config.task == Task::Vqa && config.text.encoder_hidden_size != config.text.hidden_size)
+    if (config.task == Task::Vqa && config.vision.hidden_size != config.text.hidden_size)
         throw Error(source + ": a VQA model's answer decoder cross-attends to the question encoding through " +
                     "layers of the vision width, so vision_config.hidden_size " +
-                    std::to_string(config.text.encoder_hidden_size) + " must equal text_config.hidden_size " +
+                    std::to_string(config.vision.hidden_size) + " must equal text_config.hidden_size " +
                     std::to_string(config.text.hidden_size));
 }
 
@@ -370,7 +372,8 @@ inline ConvertReport convert_folder(const ConvertOptions& options) {
         if (position && position->shape == std::vector<std::int64_t>{1, config.vision.num_positions(),
                                                                       config.vision.hidden_size}) {
             const std::int64_t old_grid = detail::position_grid(*position);
-            // Sizes that are not a multiple of the patch size can share a grid, which then stays.
+            // Two sizes can give the same grid (96 and 100 pixels in 16-pixel patches), and then
+            // the embedding is kept as stored.
             if (old_grid != new_grid) {
                 report.notes.push_back(detail::resize_note(old_grid, new_grid, config.vision.image_size,
                                                            options.image_size));

@@ -258,8 +258,8 @@ inline ConfigTokenIds parse_model_config(const Json& json, const std::string& so
     const std::int64_t vision_width = model.config.vision.hidden_size;
     if (const auto stored = text.optional_integer("encoder_hidden_size"); stored && *stored != vision_width)
         model.warnings.push_back(text.describe("encoder_hidden_size") + " = " + std::to_string(*stored) +
-                                 " is ignored; the cross-attention reads vision_config.hidden_size = " +
-                                 std::to_string(vision_width) + " values, as in transformers' BlipConfig");
+                                 " is ignored, because transformers' BlipConfig sets it to " +
+                                 "vision_config.hidden_size = " + std::to_string(vision_width));
     model.config.text.encoder_hidden_size = vision_width;
     model.config.image_text_hidden_size = root.size("image_text_hidden_size", 256);
 
@@ -588,7 +588,8 @@ inline PreprocessConfig parse_preprocess(const fs::path& path, const VisionConfi
     if (pre.height != vision.image_size || pre.width != vision.image_size)
         throw Error(path.string() + ": size " + std::to_string(pre.height) + "x" + std::to_string(pre.width) +
                     " differs from vision_config.image_size " + std::to_string(vision.image_size) +
-                    " in config.json; the position embeddings fit only that size");
+                    " in config.json, but a model file has one input size: make them equal, or convert "
+                    "with --image-size to resize the position embeddings");
     return pre;
 }
 

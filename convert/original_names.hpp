@@ -191,11 +191,11 @@ inline Checkpoint resize_position_embedding(Checkpoint checkpoint, const std::st
 // `ignored` when it is not null. Throws if a `visual_encoder` tensor has no
 // transformers counterpart, or if the checkpoint lacks the modules the task needs.
 //
-// `image_size` 0 keeps the position embedding as stored. A positive `image_size`
-// resizes it to image_size / patch_size patches per side (rounded down, as BLIP's ViT
-// counts them) when the stored grid differs,
-// as Salesforce's loader does: model_base_capfilt_large.pth is stored at 224 pixels and
-// model_base_vqa_capfilt_large.pth at 480, while transformers' converted models use 384.
+// `image_size` 0 keeps the position embedding as stored. A positive `image_size` resizes it
+// to image_size / patch_size patches per side (rounded down, as BLIP's ViT counts them) when
+// the stored grid differs, as Salesforce's loader does: model_base_capfilt_large.pth is
+// stored at 224 pixels and model_base_vqa_capfilt_large.pth at 480, while transformers'
+// converted models use 384.
 inline Checkpoint map_original_names(Checkpoint original, Task task, std::vector<std::string>* ignored,
                                      std::int64_t image_size = 0) {
     Checkpoint result;

@@ -876,6 +876,25 @@ TEST_CASE("image size resizes position embedding") {
         CHECK(model.vision_model.forward(std::vector<float>(3 * 100 * 100, 0.25f)).size() == 37 * 48);
     }
 
+    // 70 pixels hold the stored 4x4 grid, so the position embedding stays as stored and only
+    // the input size changes.
+    options.image_size = 70;
+    options.output_path = (dir / "size70.gguf").string();
+    report = blip::convert::convert_folder(options);
+    CHECK(report.notes.empty());
+    {
+        const auto file = blip::gguf::File::open(options.output_path);
+        const blip::BlipConfig config70 = blip::read_config(*file);
+        CHECK(config70.vision.image_size == 70);
+        CHECK(config70.preprocess.height == 70);
+        CHECK(config70.preprocess.width == 70);
+        const auto stored = blip::gguf::File::open(converted_folder("tiny-caption").string());
+        const auto& position = file->tensor("vision_model.embeddings.position_embedding");
+        const auto& original = stored->tensor("vision_model.embeddings.position_embedding");
+        REQUIRE(position.shape == original.shape);
+        CHECK(std::memcmp(position.data, original.data, position.nbytes) == 0);
+    }
+
     for (const std::int64_t size : {8, 8208}) {
         CAPTURE(size);
         options.image_size = size;

@@ -20,9 +20,9 @@ struct VisionConfig {
     std::int64_t num_channels = 3;
     float layer_norm_eps = 1e-5f;
 
-    // (image_size // patch_size)^2, as transformers' BlipVisionEmbeddings counts them. When
-    // image_size is not a multiple of patch_size, the last rows and columns of pixels belong
-    // to no patch.
+    // (image_size / patch_size)^2 with the quotient rounded down, as transformers'
+    // BlipVisionEmbeddings counts them. When image_size is not a multiple of patch_size, the
+    // last rows and columns of pixels belong to no patch.
     std::int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
     std::int64_t num_positions() const { return num_patches() + 1; }  // patches plus the class token
     std::int64_t head_dim() const { return hidden_size / num_attention_heads; }
