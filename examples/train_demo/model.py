@@ -11,7 +11,8 @@ encoder states are given) and a feed-forward block. GELU is the exact (erf) form
 the word embeddings.
 
 This file also contains the small tokenizer and the safetensors reader and writer that the
-training script and `check_hf_folder.py` share.
+training script and `check_hf_folder.py` share, and the beam hypotheses of transformers' beam
+search that `bench/compare_torch.py` and `tests/shapes/oracle.py` share.
 """
 
 import json

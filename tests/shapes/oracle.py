@@ -1,6 +1,7 @@
 """Reference BLIP inference in PyTorch for the shape cases: examples/train_demo/model.py's
-module tree, plus what it lacks to stand in for transformers 4.30.2 on any Hugging Face
-BLIP folder. That is a BERT WordPiece tokenizer, BlipImageProcessor's preprocessing,
+module tree, plus what it lacks to stand in for transformers 4.30.2 on Hugging Face BLIP
+folders like the golden tiny models and those make_shape_cases.py writes (model.safetensors,
+GELU activations). That is a BERT WordPiece tokenizer, BlipImageProcessor's preprocessing,
 greedy and beam search with the logits processors of generate(), and the VQA, ITM and ITC
 heads.
 
@@ -174,7 +175,8 @@ class BlipFolder:
         self.processor = read_json(folder, "preprocessor_config.json")
         self.tokenizer = BertTokenizer.from_folder(folder)
         vision_cfg = self.config["vision_config"]
-        text_cfg = self.config["text_config"]
+        # transformers' BlipConfig sets the cross-attention width to the vision width.
+        text_cfg = dict(self.config["text_config"], encoder_hidden_size=vision_cfg["hidden_size"])
         self.bos = text_cfg["bos_token_id"]
         self.eos = text_cfg["sep_token_id"]  # transformers' BLIP generate() stops at sep_token_id
         self.pad = text_cfg["pad_token_id"]
