@@ -157,9 +157,11 @@ int main(int argc, char** argv) {
     try {
         blip::set_num_threads(options.threads);
         const blip::QuestionAnswerer answerer = blip::QuestionAnswerer::open(options.model);
-        answerer.check_options(options.generate);
         blip::AnswerList answers;
-        if (!options.answers_file.empty()) {
+        if (options.answers_file.empty()) {
+            // Ranking generates nothing, so only generated answers need the generation settings.
+            answerer.check_options(options.generate);
+        } else {
             answers = answerer.prepare_answers(blip_cli::read_string_list(options.answers_file));
             if (answers.texts.empty()) throw blip::Error(options.answers_file + ": the file lists no answers");
         }
