@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 build_dir=${1:-build-arm64}
 jobs=$(nproc 2>/dev/null || echo 2)
 tests=(test_kernels test_f32_kernels test_quant test_quant_many_rows test_caption_golden test_tokenizer
-       test_image test_gguf)
+       test_image test_gguf test_shapes)
 # The two programs that contain these suites (tests/CMakeLists.txt).
 programs=(blip_tests blip_input_tests)
 
