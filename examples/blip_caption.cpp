@@ -19,7 +19,7 @@ const char* const kHelp = R"(Usage: blip-caption -m MODEL.gguf [options] IMAGE..
 
 Writes a caption for each image and prints "IMAGE<TAB>caption" per line (one line per
 caption when --num-return-sequences is above 1, best first).
-Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM.
+Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM, and still WebP in builds with libwebp.
 
 Options:
   -m, --model FILE       model file written by blip-convert (required)

@@ -18,7 +18,7 @@ const char* const kHelp = R"(Usage: blip-match -m MODEL.gguf [options] IMAGE TEX
 Scores each text against IMAGE and prints "ITM<TAB>ITC<TAB>TEXT" per line:
   ITM  probability that the text matches the image (softmax of the ITM head, 0..1)
   ITC  cosine similarity of the image and text features (-1..1)
-Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM.
+Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM, and still WebP in builds with libwebp.
 
 Options:
   -m, --model FILE       itm model file written by blip-convert (required)

@@ -34,7 +34,7 @@ by ITM match logit + ITC similarity, as Salesforce's evaluation ranks them; the 
 follow by ITC similarity. Prints "QUERY<TAB>RANK<TAB>SCORE<TAB>ITM<TAB>ITC<TAB>RESULT" per
 result, where ITM is the match probability ("-" for candidates not re-ranked) and SCORE
 the ranking score (ITM match logit + ITC, or ITC alone when not re-ranked).
-Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM.
+Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM, and still WebP in builds with libwebp.
 
 Options:
   -m, --model FILE       itm model file written by blip-convert (required)

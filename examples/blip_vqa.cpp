@@ -21,7 +21,7 @@ const char* const kHelp = R"(Usage: blip-vqa -m MODEL.gguf [options] IMAGE QUEST
 Answers each question about IMAGE and prints "QUESTION<TAB>answer" per line. With
 --answers, ranks the candidate answers of FILE instead, as Salesforce's VQA evaluation
 does, and prints "QUESTION<TAB>answer<TAB>score" for the best --top answers.
-Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM.
+Images: JPEG, PNG, BMP, GIF (first frame), TGA, PNM, and still WebP in builds with libwebp.
 
 Options:
   -m, --model FILE       vqa model file written by blip-convert (required)

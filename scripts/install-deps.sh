@@ -8,7 +8,7 @@
 #              the ONNX export, and the training script in examples/train_demo
 set -euo pipefail
 
-packages=(cmake g++ make pkg-config libeigen3-dev libxsimd-dev libstb-dev libomp-dev doctest-dev nlohmann-json3-dev)
+packages=(cmake g++ make pkg-config libeigen3-dev libxsimd-dev libstb-dev libwebp-dev libomp-dev doctest-dev nlohmann-json3-dev)
 for arg in "$@"; do
   case "$arg" in
     --wasm)

@@ -375,6 +375,57 @@ TEST_CASE("uncompressed TGA decodes and truncation fails") {
     CHECK_THROWS_AS(decode_string(tga + pixels.substr(0, 4), "cut.tga"), blip::Error);
 }
 
+fs::path webp_dir() { return fs::path(BLIP_SOURCE_DIR) / "tests" / "data" / "webp"; }
+
+#if defined(BLIP_WITH_WEBP)
+TEST_CASE("WebP decodes to Pillow's pixels") {
+    // Written with Pillow by tests/data/webp/make_webp_cases.py, with Pillow's RGB pixels.
+    for (const std::string name : {"lossy_37x23", "lossless_37x23", "lossy_alpha_30x17", "lossless_alpha_30x17"}) {
+        CAPTURE(name);
+        const blip::ImageU8 image = blip::decode_image_file((webp_dir() / (name + ".webp")).string());
+        const blip_test::NpyArray expected = blip_test::read_npy(webp_dir() / (name + ".rgb.npy"));
+        REQUIRE(expected.shape.size() == 3);
+        CHECK(image.height == expected.shape[0]);
+        CHECK(image.width == expected.shape[1]);
+        REQUIRE(image.pixels.size() == expected.data.size());
+        std::size_t differing = 0;
+        for (std::size_t i = 0; i < expected.data.size(); ++i)
+            differing += image.pixels[i] != static_cast<std::uint8_t>(expected.data[i]);
+        CHECK(differing == 0);
+    }
+}
+
+TEST_CASE("WebP rejects animations and damage") {
+    const std::string animated = (webp_dir() / "animated_16x16.webp").string();
+    CHECK_THROWS_WITH_AS(blip::decode_image_file(animated),
+                         (animated + ": animated WebP images are not supported; save the frame to caption as PNG or "
+                                     "JPEG")
+                             .c_str(),
+                         blip::Error);
+
+    const std::string bytes = read_bytes(webp_dir() / "lossy_37x23.webp");
+    CHECK_THROWS_WITH_AS(decode_string(bytes.substr(0, 20), "cut.webp"), "cut.webp: WebP image is truncated",
+                         blip::Error);
+    CHECK_THROWS_AS(decode_string(bytes.substr(0, bytes.size() - 40), "short.webp"), blip::Error);
+    std::string damaged = bytes;
+    for (std::size_t i = 20; i < 40; ++i) damaged[i] = static_cast<char>(0xFF);
+    CHECK_THROWS_AS(decode_string(damaged, "damaged.webp"), blip::Error);
+
+    blip::DecodeLimits small;
+    small.max_pixels = 100;
+    CHECK_THROWS_AS(blip::decode_image_file((webp_dir() / "lossy_37x23.webp").string(), small), blip::Error);
+}
+#else
+TEST_CASE("WebP without libwebp names the fix") {
+    const std::string path = (webp_dir() / "lossy_37x23.webp").string();
+    CHECK_THROWS_WITH_AS(blip::decode_image_file(path),
+                         (path + ": WebP images need a build with libwebp: install libwebp-dev and rebuild (our "
+                                 "CMake build then defines BLIP_WITH_WEBP), or convert the image to PNG or JPEG")
+                             .c_str(),
+                         blip::Error);
+}
+#endif
+
 TEST_CASE("resize keeps size as a copy") {
     const blip::ImageU8 image = random_image(7, 5, 1);
     const blip::ImageU8 same = blip::resize_bicubic(image, 7, 5);

@@ -1,10 +1,11 @@
-// 8-bit RGB images and their decoding from JPEG, PNG, BMP, GIF, TGA and binary PNM files.
+// 8-bit RGB images and their decoding from JPEG, PNG, BMP, GIF, TGA and binary PNM files,
+// and from still WebP images when BLIP_WITH_WEBP is defined and the program links libwebp.
 //
 // Decoding reproduces what Pillow 9.4 gives for `Image.open(path).convert("RGB")`: alpha is
 // dropped without compositing, grayscale and palette images are expanded to RGB, and EXIF
 // orientation is ignored. JPEG pixels may differ by a few levels, because stb_image and
 // libjpeg-turbo use different IDCT and chroma upsampling. The other formats match exactly,
-// except for the cases marked NOTE below.
+// except for the cases marked NOTE below. WebP images are decoded by libwebp, as in Pillow.
 #pragma once
 
 #include <cerrno>
@@ -19,6 +20,10 @@
 
 #include "blip/core/error.hpp"
 #include "blip/image/stb.hpp"
+
+#if defined(BLIP_WITH_WEBP)
+#include <webp/decode.h>
+#endif
 
 namespace blip {
 
@@ -37,7 +42,7 @@ struct DecodeLimits {
 
 namespace detail {
 
-enum class ImageFormat { Unknown, Jpeg, Png, Bmp, Gif, Pnm };
+enum class ImageFormat { Unknown, Jpeg, Png, Bmp, Gif, Pnm, WebP };
 
 inline const char* image_format_name(ImageFormat format) {
     switch (format) {
@@ -46,6 +51,7 @@ inline const char* image_format_name(ImageFormat format) {
         case ImageFormat::Bmp: return "BMP";
         case ImageFormat::Gif: return "GIF";
         case ImageFormat::Pnm: return "PNM";
+        case ImageFormat::WebP: return "WebP";
         case ImageFormat::Unknown: break;
     }
     return "image";
@@ -60,6 +66,8 @@ inline ImageFormat sniff_image_format(const std::uint8_t* data, std::size_t size
     if (size >= 4 && std::memcmp(data, "GIF8", 4) == 0) return ImageFormat::Gif;
     if (size >= 2 && data[0] == 'B' && data[1] == 'M') return ImageFormat::Bmp;
     if (size >= 2 && data[0] == 'P' && (data[1] == '5' || data[1] == '6')) return ImageFormat::Pnm;
+    if (size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0)
+        return ImageFormat::WebP;
     return ImageFormat::Unknown;
 }
 
@@ -75,6 +83,38 @@ inline void check_pixel_limit(std::int64_t width, std::int64_t height, const std
         throw Error(name + ": image is " + std::to_string(width) + "x" + std::to_string(height) +
                     " pixels, more than the limit of " + std::to_string(limits.max_pixels) +
                     " pixels; downscale the image or raise DecodeLimits::max_pixels");
+}
+
+// Decodes a still WebP image with libwebp, the decoder of Pillow's WebP plugin. With Debian's
+// libwebp 1.2.4 the tests get Pillow's pixels exactly. Alpha is dropped as in the other formats.
+inline ImageU8 decode_webp(const std::uint8_t* data, std::size_t size, const std::string& name,
+                           const DecodeLimits& limits) {
+#if defined(BLIP_WITH_WEBP)
+    WebPBitstreamFeatures features;
+    const VP8StatusCode status = WebPGetFeatures(data, size, &features);
+    if (status == VP8_STATUS_NOT_ENOUGH_DATA) throw Error(name + ": WebP image is truncated");
+    if (status != VP8_STATUS_OK)
+        throw Error(name + ": damaged WebP image (libwebp status " + std::to_string(static_cast<int>(status)) + ")");
+    if (features.has_animation)
+        throw Error(name + ": animated WebP images are not supported; save the frame to caption as PNG or JPEG");
+    check_pixel_limit(features.width, features.height, name, limits);
+    if (features.width > INT_MAX / 3)
+        throw Error(name + ": WebP image is " + std::to_string(features.width) + " pixels wide; at most " +
+                    std::to_string(INT_MAX / 3) + " are supported");
+    ImageU8 image;
+    image.width = features.width;
+    image.height = features.height;
+    image.pixels.resize(static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height) * 3);
+    if (WebPDecodeRGBInto(data, size, image.pixels.data(), image.pixels.size(), image.width * 3) == nullptr)
+        throw Error(name + ": damaged or truncated WebP image; libwebp could not decode it");
+    return image;
+#else
+    (void)data;
+    (void)size;
+    (void)limits;
+    throw Error(name + ": WebP images need a build with libwebp: install libwebp-dev and rebuild (our CMake " +
+                "build then defines BLIP_WITH_WEBP), or convert the image to PNG or JPEG");
+#endif
 }
 
 // Python's round() on a double: nearest integer, ties to even.
@@ -393,6 +433,7 @@ inline ImageU8 decode_image_memory(const void* data, std::size_t size, const std
     const auto* bytes = static_cast<const std::uint8_t*>(data);
     const detail::ImageFormat format = detail::sniff_image_format(bytes, size);
     if (format == detail::ImageFormat::Pnm) return detail::decode_pnm(bytes, size, name, limits);
+    if (format == detail::ImageFormat::WebP) return detail::decode_webp(bytes, size, name, limits);
     return detail::decode_with_stb(bytes, size, name, format, limits);
 }
 
