@@ -22,6 +22,7 @@
 #include "blip/model/vqa.hpp"
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
+#include "support/golden_models.hpp"
 
 namespace test_quant_accuracy {
 
@@ -49,13 +50,8 @@ std::string type_name(DType type) { return std::string(blip::dtype_name(type)); 
 
 // Converts the golden model folder `model` with every weight requested as `type`.
 fs::path converted(const std::string& model, DType type) {
-    const fs::path output = blip_test::scratch_dir("quant_accuracy") / (model + "." + type_name(type) + ".gguf");
-    blip::convert::ConvertOptions options;
-    options.input_dir = (blip_test::golden_dir() / "models" / model).string();
-    options.output_path = output.string();
-    options.type = type;
-    blip::convert::convert_folder(options);
-    return output;
+    return blip_test::converted_model("quant_accuracy", blip_test::golden_dir() / "models" / model,
+                                      model + "." + type_name(type), type);
 }
 
 // Lists the types that the file's tensors are stored in: per type, the tensor count and its

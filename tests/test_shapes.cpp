@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,16 +76,8 @@ const std::vector<ShapeCase>& shape_cases() {
 
 // Converts a case's folder to `type` once per process and opens the file.
 std::shared_ptr<const blip::gguf::File> converted(const ShapeCase& item, blip::DType type) {
-    static std::map<std::string, std::shared_ptr<const blip::gguf::File>> files;
-    const std::string key = item.name + "." + std::string(blip::dtype_name(type));
-    auto found = files.find(key);
-    if (found != files.end()) return found->second;
-    blip::convert::ConvertOptions options;
-    options.input_dir = (item.dir / "hf").string();
-    options.output_path = (blip_test::scratch_dir("shapes") / (key + ".gguf")).string();
-    options.type = type;
-    blip::convert::convert_folder(options);
-    return files[key] = blip::gguf::File::open(options.output_path);
+    return blip::gguf::File::open(blip_test::converted_model(
+        "shapes", item.dir / "hf", item.name + "." + std::string(blip::dtype_name(type)), type));
 }
 
 fs::path image_path(const nlohmann::json& image) {
@@ -261,8 +252,6 @@ void check_itm(const ShapeCase& item) {
     }
 }
 
-// Loads the case's model from `file` and runs every part once, checking only that the
-// outputs are finite.
 // Runs every part of a case's model stored as `type` and compares its tensors with the f32
 // reference: cosine similarity of at least `min_cosine` for the image embeddings, the
 // first-step logits, the question encoding and the ITM image features.
@@ -399,8 +388,8 @@ TEST_CASE("encoder width follows vision width") {
 }
 
 TEST_CASE("shape cases in f16 and q8_0") {
-    // Rows that are no whole number of q8_0 blocks fall back to f16. The bounds are the
-    // accuracy that the converter's types reach on the golden tiny models.
+    // Rows that are no whole number of q8_0 blocks fall back to f16. The bounds are the cosine
+    // gates of f16 and q8_0 in test_quant_accuracy.
     for (const ShapeCase& item : shape_cases()) {
         CAPTURE(item.name);
         check_reduced_precision(item, blip::DType::F16, 0.9999);

@@ -5,6 +5,8 @@
 #include <set>
 #include <string>
 
+#include "blip/core/dtype.hpp"
+
 #include "convert/convert.hpp"
 #include "support/golden.hpp"
 
@@ -35,20 +37,27 @@ inline fs::path copy_without_weights(const std::string& suite, const std::string
     return dir;
 }
 
-// Converts the golden model folder models/`name` to an f32 GGUF file in scratch_dir(`scratch`)
-// once per process and returns the file's path. Each suite names its own scratch folder, so
-// that suites running at the same time never write the same file.
-inline std::string converted_golden_model(const std::string& scratch, const std::string& name) {
+// Converts the model folder `input_dir` to scratch_dir(`scratch`)/`name`.gguf with weights of
+// `type`, once per process, and returns the file's path. Each suite names its own scratch
+// folder, so that suites running at the same time never write the same file.
+inline std::string converted_model(const std::string& scratch, const fs::path& input_dir, const std::string& name,
+                                   blip::DType type = blip::DType::F32) {
     const std::string output = (scratch_dir(scratch) / (name + ".gguf")).string();
     static std::set<std::string> converted;
     if (converted.count(output) == 0) {
         blip::convert::ConvertOptions options;
-        options.input_dir = (golden_dir() / "models" / name).string();
+        options.input_dir = input_dir.string();
         options.output_path = output;
+        options.type = type;
         blip::convert::convert_folder(options);
         converted.insert(output);
     }
     return output;
+}
+
+// Converts the golden model folder models/`name` to an f32 GGUF file, as converted_model does.
+inline std::string converted_golden_model(const std::string& scratch, const std::string& name) {
+    return converted_model(scratch, golden_dir() / "models" / name, name);
 }
 
 }  // namespace blip_test
