@@ -194,8 +194,9 @@ inline VisionConfig parse_vision_config(const JsonObject& json) {
     if (vision.hidden_size % vision.num_attention_heads != 0)
         throw Error(json.describe("hidden_size") + " = " + std::to_string(vision.hidden_size) +
                     " is not a multiple of num_attention_heads " + std::to_string(vision.num_attention_heads));
-    // transformers takes (image_size // patch_size)^2 patches, so an image size that is not a
-    // multiple of the patch size is valid. The convolution skips the pixels past the last patch.
+    // transformers takes image_size / patch_size patches per side, rounded down, so an image
+    // size that is not a multiple of the patch size is valid. The pixels past the last patch
+    // are skipped.
     if (vision.image_size < vision.patch_size)
         throw Error(json.describe("image_size") + " = " + std::to_string(vision.image_size) +
                     " is smaller than patch_size " + std::to_string(vision.patch_size) + ", so it holds no patch");

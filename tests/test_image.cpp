@@ -379,7 +379,7 @@ fs::path webp_dir() { return fs::path(BLIP_SOURCE_DIR) / "tests" / "data" / "web
 
 #if defined(BLIP_WITH_WEBP)
 TEST_CASE("WebP decodes to Pillow's pixels") {
-    // Written with Pillow by tests/data/webp/make_webp_cases.py, with Pillow's RGB pixels.
+    // The images and their RGB pixels, both written with Pillow by tests/data/webp/make_webp_cases.py.
     for (const std::string name : {"lossy_37x23", "lossless_37x23", "lossy_alpha_30x17", "lossless_alpha_30x17"}) {
         CAPTURE(name);
         const blip::ImageU8 image = blip::decode_image_file((webp_dir() / (name + ".webp")).string());
